@@ -1,0 +1,40 @@
+"""A client for the CINNOX open API's sent-campaigns summary.
+
+    from cinnox import CinnoxClient, Window, parse_sent_campaign
+
+    with CinnoxClient(base_url, app_id, token) as client:
+        for page in client.sent_campaign_pages(Window(start, end)):
+            campaigns = [parse_sent_campaign(record) for record in page.records]
+
+The simulator that implements the same contract on loopback is `cinnox.simulator`.
+"""
+
+from cinnox._client import CinnoxClient
+from cinnox._endpoints import SENT_CAMPAIGNS_SUMMARY, Endpoint
+from cinnox._errors import CinnoxAuthError, CinnoxError, CinnoxRequestError, CinnoxUnavailable
+from cinnox._models import Channel, ExtractionStats, Page, Sender, SentCampaign, Window, format_rfc3339
+from cinnox._parse import COUNTER_FIELDS, InvalidRecord, normalize_channel, parse_sent_campaign
+from cinnox._retry import RetryPolicy, parse_retry_after
+
+__all__ = [
+    "COUNTER_FIELDS",
+    "SENT_CAMPAIGNS_SUMMARY",
+    "Channel",
+    "CinnoxAuthError",
+    "CinnoxClient",
+    "CinnoxError",
+    "CinnoxRequestError",
+    "CinnoxUnavailable",
+    "Endpoint",
+    "ExtractionStats",
+    "InvalidRecord",
+    "Page",
+    "RetryPolicy",
+    "Sender",
+    "SentCampaign",
+    "Window",
+    "format_rfc3339",
+    "normalize_channel",
+    "parse_retry_after",
+    "parse_sent_campaign",
+]

@@ -1,0 +1,276 @@
+"""The CINNOX open API client: App Token auth, window filters, paging and retries."""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Callable, Generator, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+import orjson
+
+from cinnox._endpoints import SENT_CAMPAIGNS_SUMMARY, Endpoint
+from cinnox._errors import CinnoxAuthError, CinnoxRequestError, CinnoxUnavailable
+from cinnox._models import ExtractionStats, Page, Window, format_rfc3339
+from cinnox._retry import CODE_BAD_QUERY, TRANSIENT_CODES, RetryPolicy, parse_retry_after
+
+_REDACTED = "********"
+_SUCCESS_CODES = (None, 0, "0", 200)  # the envelope's `code` on success; see docs/cinnox-api.md
+
+
+class _AppTokenAuth(httpx.Auth):
+    """Adds the App Token to each request, so it never sits in a loggable default header."""
+
+    def __init__(self, header: str, scheme: str, token: str) -> None:
+        self._header = header
+        self._value = f"{scheme} {token}" if scheme else token
+
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        request.headers[self._header] = self._value
+        yield request
+
+    def __repr__(self) -> str:
+        return f"_AppTokenAuth(header={self._header!r}, token={_REDACTED!r})"
+
+
+@dataclass(frozen=True, slots=True)
+class _Transient:
+    """A failed attempt worth retrying, and what to say about it if it was the last."""
+
+    status: int | None
+    code: object
+    message: str
+    retry_after: float | None = None
+
+
+class CinnoxClient:
+    """Reads one CINNOX app's sent-campaign summaries, page by page.
+
+    >>> with CinnoxClient("https://example.cinnox.com", "my-app-id", token) as client:
+    ...     for page in client.sent_campaign_pages(window):
+    ...         handle(page.records)
+
+    Retries 429 / code 6451010 (honouring Retry-After), 5xx / code 6451001, timeouts, dropped
+    connections and unreadable bodies with exponential backoff and jitter, up to
+    `retry.max_attempts` requests per page; then raises `CinnoxUnavailable`. A bad query
+    (6451000, other 4xx) raises `CinnoxRequestError` and 401/403 `CinnoxAuthError` at once.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        app_id: str,
+        token: str,
+        *,
+        auth_header: str = "Authorization",
+        auth_scheme: str = "Bearer",
+        page_size: int = 100,
+        timeout: float = 30.0,
+        retry: RetryPolicy | None = None,
+        endpoint: Endpoint = SENT_CAMPAIGNS_SUMMARY,
+        transport: httpx.BaseTransport | None = None,
+        logger: logging.Logger | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        if not base_url.startswith(("http://", "https://")):
+            raise ValueError(f"CINNOX base URL must start with http:// or https://, got {base_url!r}")
+        if not app_id.strip():
+            raise ValueError("CINNOX app id is empty")
+        if not token:
+            raise CinnoxAuthError(f"no App Token given for CINNOX app {app_id!r}", app_id=app_id)
+        if page_size < 1 or (endpoint.max_limit is not None and page_size > endpoint.max_limit):
+            limit = endpoint.max_limit or "the API maximum"
+            raise ValueError(f"page size must be between 1 and {limit}, got {page_size}")
+        if timeout <= 0:
+            raise ValueError(f"timeout must be positive, got {timeout}")
+        self.base_url = base_url.rstrip("/")
+        self.app_id = app_id
+        self.page_size = page_size
+        self.endpoint = endpoint
+        self.retry = retry or RetryPolicy()
+        self._token = token
+        self._log = logger or logging.getLogger("cinnox.client")
+        self._sleep = sleep
+        self._rng = random.Random()
+        self._http = httpx.Client(
+            base_url=self.base_url,
+            auth=_AppTokenAuth(auth_header, auth_scheme, token),
+            timeout=httpx.Timeout(timeout),
+            transport=transport,
+            headers={"Accept": "application/json", "User-Agent": "cinnox-warehouse/0.1"},
+        )
+
+    def __repr__(self) -> str:
+        return f"CinnoxClient(base_url={self.base_url!r}, app_id={self.app_id!r})"
+
+    def __enter__(self) -> CinnoxClient:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._http.close()
+
+    def sent_campaign_pages(self, window: Window, stats: ExtractionStats | None = None) -> Iterator[Page]:
+        """Yield every page of the window's campaigns, fetching the next only when asked.
+
+        Stops at an empty page, once `total` records are read, or (with no `total`) at a page
+        shorter than the page size. `stats`, when given, is updated as pages arrive.
+        """
+        stats = stats if stats is not None else ExtractionStats()
+        offset = 0
+        while True:
+            page = self._fetch_page(window, offset, stats)
+            stats.pages += 1
+            stats.records += len(page.records)
+            if page.total is not None:
+                stats.api_total = page.total
+            self._log.debug(
+                "CINNOX app %s window %s: page at offset %d has %d records (total %s)",
+                self.app_id,
+                window,
+                offset,
+                len(page.records),
+                page.total,
+            )
+            yield page
+            received = len(page.records)
+            if received == 0:
+                return
+            if page.total is not None:
+                if offset + received >= page.total:
+                    return
+            elif received < self.page_size:
+                return
+            offset += received
+
+    def _fetch_page(self, window: Window, offset: int, stats: ExtractionStats) -> Page:
+        endpoint = self.endpoint
+        path = endpoint.path.format(app_id=self.app_id)
+        params = {
+            endpoint.start_param: format_rfc3339(window.start),
+            endpoint.end_param: format_rfc3339(window.end),
+            endpoint.offset_param: str(offset),
+            endpoint.limit_param: str(self.page_size),
+        }
+        failure: _Transient | None = None
+        cause: Exception | None = None
+        for attempt in range(1, self.retry.max_attempts + 1):
+            if failure is not None:
+                delay = self.retry.delay(attempt - 1, failure.retry_after, self._rng)
+                self._log.warning(
+                    "%s; retry %d of %d in %.2fs",
+                    self._describe(window, offset, failure.status, failure.code, failure.message),
+                    attempt - 1,
+                    self.retry.max_attempts - 1,
+                    delay,
+                )
+                stats.retries += 1
+                stats.retry_wait_seconds += delay
+                self._sleep(delay)
+            stats.requests += 1
+            try:
+                response = self._http.get(path, params=params)
+            except httpx.TransportError as exc:
+                # Timeouts, refused or dropped connections, bodies cut short: all worth a retry.
+                failure, cause = _Transient(None, None, f"{type(exc).__name__}: {exc}".rstrip(": ")), exc
+                stats.statuses[type(exc).__name__] = stats.statuses.get(type(exc).__name__, 0) + 1
+                continue
+            stats.statuses[str(response.status_code)] = stats.statuses.get(str(response.status_code), 0) + 1
+            outcome = self._read(response, window, offset, attempt)
+            if isinstance(outcome, Page):
+                return outcome
+            failure, cause = outcome, None
+        assert failure is not None
+        raise CinnoxUnavailable(
+            self._describe(window, offset, failure.status, failure.code, failure.message)
+            + f"; gave up after {self.retry.max_attempts} attempts",
+            app_id=self.app_id,
+            status_code=failure.status,
+            api_code=_as_code(failure.code),
+            api_message=failure.message,
+        ) from cause
+
+    def _read(self, response: httpx.Response, window: Window, offset: int, attempt: int) -> Page | _Transient:
+        """A page, a transient failure to retry, or an exception for a permanent one."""
+        status = response.status_code
+        retry_after = parse_retry_after(response.headers.get("Retry-After"))
+        body = _json_or_none(response.content)
+        code = body.get("code") if isinstance(body, dict) else None
+        message = self._redact(_api_message(body, response))
+
+        if status in (401, 403):
+            raise CinnoxAuthError(
+                self._describe(window, offset, status, code, message)
+                + ": the App Token was refused; check it was created for this App ID and not revoked",
+                app_id=self.app_id,
+                status_code=status,
+                api_code=_as_code(code),
+                api_message=message,
+            )
+        if status == 429 or status >= 500 or code in TRANSIENT_CODES:
+            return _Transient(status, code, message, retry_after)
+        if status != 200 or code == CODE_BAD_QUERY or code not in _SUCCESS_CODES:
+            hint = " (not retried: the query itself was refused)" if status < 500 else ""
+            raise CinnoxRequestError(
+                self._describe(window, offset, status, code, message) + hint,
+                app_id=self.app_id,
+                status_code=status,
+                api_code=_as_code(code),
+                api_message=message,
+            )
+        if not isinstance(body, dict):
+            # A proxy's HTML page or JSON cut short: the next attempt may well be whole.
+            return _Transient(status, None, f"response body is not a JSON object ({len(response.content)} bytes)")
+        records = body.get(self.endpoint.records_key)
+        if not isinstance(records, list):
+            raise CinnoxRequestError(
+                self._describe(window, offset, status, code, message)
+                + f": no list under the records key {self.endpoint.records_key!r} (keys: {sorted(body)[:10]});"
+                " set CINNOX_RECORDS_KEY if the envelope differs",
+                app_id=self.app_id,
+                status_code=status,
+                api_code=_as_code(code),
+                api_message=message,
+            )
+        total = body.get(self.endpoint.total_key) if self.endpoint.total_key else None
+        return Page(
+            app_id=self.app_id,
+            window=window,
+            offset=offset,
+            records=records,
+            total=total if isinstance(total, int) and not isinstance(total, bool) and total >= 0 else None,
+            fetched_at=datetime.now(UTC),
+            attempts=attempt,
+        )
+
+    def _describe(self, window: Window, offset: int, status: int | None, code: object, message: str) -> str:
+        said = f"HTTP {status}" if status is not None else "no response"
+        if code is not None:
+            said += f", code {code}"
+        return f"CINNOX app {self.app_id!r}, window {window}, offset {offset}: {said}: {message}"
+
+    def _redact(self, text: str) -> str:
+        return text.replace(self._token, _REDACTED) if self._token in text else text
+
+
+def _json_or_none(content: bytes) -> Any:
+    try:
+        return orjson.loads(content)
+    except orjson.JSONDecodeError:
+        return None
+
+
+def _api_message(body: Any, response: httpx.Response) -> str:
+    if isinstance(body, dict) and body.get("message") is not None:
+        return str(body["message"])[:300]
+    return response.reason_phrase or "no message"
+
+
+def _as_code(code: object) -> int | str | None:
+    return code if isinstance(code, (int, str)) and not isinstance(code, bool) else None

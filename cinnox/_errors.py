@@ -1,0 +1,42 @@
+"""The exceptions the CINNOX client raises.
+
+    CinnoxError                 any failure talking to CINNOX
+    ├── CinnoxRequestError      CINNOX refused the request; retrying cannot help
+    │   └── CinnoxAuthError     401/403: the App Token is wrong or revoked
+    └── CinnoxUnavailable       retries exhausted on 429, 5xx, timeouts or bad bodies
+
+Every message names the app, the window and what CINNOX said, and never the token.
+"""
+
+from __future__ import annotations
+
+
+class CinnoxError(Exception):
+    """Base class: a request to the CINNOX open API did not yield a page."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        app_id: str,
+        status_code: int | None = None,
+        api_code: int | str | None = None,
+        api_message: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.app_id = app_id
+        self.status_code = status_code
+        self.api_code = api_code
+        self.api_message = api_message
+
+
+class CinnoxRequestError(CinnoxError):
+    """CINNOX rejected the request itself (code 6451000, other 4xx): fix the query or config."""
+
+
+class CinnoxAuthError(CinnoxRequestError):
+    """CINNOX answered 401 or 403: the App Token is missing, wrong or revoked."""
+
+
+class CinnoxUnavailable(CinnoxError):
+    """CINNOX kept failing transiently until the retry budget ran out."""

@@ -1,0 +1,170 @@
+"""Turn one raw sent-campaign record into a `SentCampaign`, or say everything wrong with it.
+
+Pure functions: no I/O, so every odd input is a one-line table-driven test.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+from datetime import UTC, datetime
+
+from cinnox._models import Channel, Sender, SentCampaign
+
+# Counters are stored as PostgreSQL integer; a larger value would abort the whole load.
+MAX_COUNTER = 2_147_483_647
+COUNTER_FIELDS = ("totalRecipients", "delivered", "read", "replied", "pending", "failed")
+_CHANNELS = {"sms": Channel.SMS, "whatsapp": Channel.WHATSAPP}
+_NUMERIC_STRING = re.compile(r"\+?\d+(\.0*)?")
+
+
+class InvalidRecord(ValueError):
+    """A record that cannot be loaded; `reasons` lists every problem found, not just the first."""
+
+    def __init__(self, reasons: list[str], campaign_id: str | None) -> None:
+        super().__init__("; ".join(reasons))
+        self.reasons = tuple(reasons)
+        self.campaign_id = campaign_id
+
+
+def normalize_channel(value: object) -> Channel | None:
+    """'WhatsApp', 'whatsapp', 'WHATS_APP', ' Whats App ' -> Channel.WHATSAPP; unknown -> None."""
+    if not isinstance(value, str):
+        return None
+    return _CHANNELS.get(re.sub(r"[^a-z0-9]", "", value.casefold()))
+
+
+def parse_sent_campaign(record: object) -> SentCampaign:
+    """Validate and normalise one record of the sent-campaigns summary.
+
+    Absent or null fields become None (never 0): which fields exist depends on the channel.
+    Raises `InvalidRecord` with every reason when the record cannot be loaded.
+    """
+    if not isinstance(record, Mapping):
+        raise InvalidRecord([f"record is not a JSON object but {_json_type(record)}"], None)
+    reasons: list[str] = []
+
+    campaign_id = _parse_id(record.get("id"), reasons)
+    sent_at = _parse_date(record.get("date"), reasons)
+    raw_channel = record.get("channel")
+    channel = normalize_channel(raw_channel)
+    if raw_channel is None:
+        reasons.append("channel is missing")
+    elif channel is None:
+        reasons.append(f"channel {_show(raw_channel)} is neither SMS nor WhatsApp")
+
+    sender = _parse_sender(record.get("sender"), reasons)
+    text = {name: _optional_text(record, name, reasons) for name in ("campaignName", "createdBy", "subject")}
+    counters = {name: _parse_counter(record, name, reasons) for name in COUNTER_FIELDS}
+
+    if reasons or campaign_id is None or sent_at is None or channel is None:
+        raise InvalidRecord(reasons, campaign_id)
+    return SentCampaign(
+        id=campaign_id,
+        sent_at=sent_at,
+        channel=channel,
+        campaign_name=text["campaignName"],
+        created_by=text["createdBy"],
+        sender=sender,
+        subject=text["subject"],
+        total_recipients=counters["totalRecipients"],
+        delivered=counters["delivered"],
+        read=counters["read"],
+        replied=counters["replied"],
+        pending=counters["pending"],
+        failed=counters["failed"],
+    )
+
+
+def _parse_id(value: object, reasons: list[str]) -> str | None:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    if isinstance(value, str) and value.strip():
+        return value.strip()
+    reasons.append("id is missing" if value is None or value == "" else f"id {_show(value)} is not a string")
+    return None
+
+
+def _parse_date(value: object, reasons: list[str]) -> datetime | None:
+    if value is None:
+        reasons.append("date is missing")
+        return None
+    if not isinstance(value, str):
+        reasons.append(f"date {_show(value)} is not an RFC3339 string")
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.strip())
+    except ValueError:
+        reasons.append(f"date {_show(value)} is not an RFC3339 date-time")
+        return None
+    if parsed.tzinfo is None:
+        reasons.append(f"date {_show(value)} has no UTC offset")
+        return None
+    return parsed.astimezone(UTC)
+
+
+def _parse_sender(value: object, reasons: list[str]) -> Sender:
+    if value is None:
+        return Sender()
+    if not isinstance(value, Mapping):
+        reasons.append(f"sender is not an object but {_json_type(value)}")
+        return Sender()
+    return Sender(
+        phone=_optional_text(value, "phone", reasons, prefix="sender."),
+        channel_name=_optional_text(value, "channelName", reasons, prefix="sender."),
+        source_name=_optional_text(value, "sourceName", reasons, prefix="sender."),
+        sender_eid=_optional_text(value, "senderEID", reasons, prefix="sender."),
+    )
+
+
+def _optional_text(record: Mapping[str, object], name: str, reasons: list[str], prefix: str = "") -> str | None:
+    value = record.get(name)
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return value.strip() or None
+    # A phone number or EID sent as a JSON number is still the same identifier.
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    reasons.append(f"{prefix}{name} {_show(value)} is not a string")
+    return None
+
+
+def _parse_counter(record: Mapping[str, object], name: str, reasons: list[str]) -> int | None:
+    value = record.get(name)
+    number: int | None
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        number = None
+    elif isinstance(value, int):
+        number = value
+    elif isinstance(value, float):
+        number = int(value) if math.isfinite(value) and value.is_integer() else None
+    elif isinstance(value, str) and _NUMERIC_STRING.fullmatch(value.strip()):
+        number = int(float(value.strip())) if "." in value else int(value.strip())
+    elif isinstance(value, str) and value.strip().startswith("-") and _NUMERIC_STRING.fullmatch(value.strip()[1:]):
+        number = -1  # reported as negative below
+    else:
+        number = None
+    if number is None:
+        reasons.append(f"{name} {_show(value)} is not a whole number")
+    elif number < 0:
+        reasons.append(f"{name} {_show(value)} is negative")
+    elif number > MAX_COUNTER:
+        reasons.append(f"{name} {_show(value)} is larger than {MAX_COUNTER}")
+    else:
+        return number
+    return None
+
+
+def _json_type(value: object) -> str:
+    names = {bool: "a boolean", int: "a number", float: "a number", str: "a string", list: "an array"}
+    return "null" if value is None else names.get(type(value), type(value).__name__)
+
+
+def _show(value: object) -> str:
+    """A short repr for messages: enough to find the record, never a whole payload."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
