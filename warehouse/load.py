@@ -1,0 +1,522 @@
+"""Load sent-campaign pages into the warehouse: COPY into a stage, then set-based merges.
+
+One call is one unit of work and one transaction: the raw layer, rejects, dimensions and the
+fact all change together or not at all. Re-loading the same records writes no row.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from psycopg import sql
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    Connection,
+    Date,
+    Engine,
+    Integer,
+    LargeBinary,
+    MetaData,
+    Table,
+    Text,
+    and_,
+    exists,
+    extract,
+    func,
+    literal,
+    literal_column,
+    not_,
+    or_,
+    select,
+    text,
+    tuple_,
+)
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, TIMESTAMP, distinct_on, insert
+
+from cinnox import Page, Window
+from warehouse.models import (
+    COUNTER_COLUMNS,
+    DimApp,
+    DimChannel,
+    DimDate,
+    DimSender,
+    DimStaff,
+    DimTemplate,
+    FactSentCampaign,
+    SentCampaignPayload,
+    SentCampaignReject,
+    table_of,
+)
+from warehouse.normalize import Rejection, StagedCampaign, stage_record
+
+# The stage is a temporary table private to the loading transaction: concurrent loads never
+# see each other's rows, and it disappears at commit or rollback. Not part of the schema.
+_stage_metadata = MetaData()
+stage = Table(
+    "stage_sent_campaign",
+    _stage_metadata,
+    Column("seq", BigInteger, nullable=False),
+    Column("campaign_id", Text),
+    Column("extracted_at", TIMESTAMP(timezone=True), nullable=False),
+    Column("payload", JSONB),
+    Column("payload_text", Text),
+    Column("reject_reasons", ARRAY(Text)),  # NULL for a valid record
+    Column("reject_hash", LargeBinary),
+    Column("sent_at", TIMESTAMP(timezone=True)),
+    Column("sent_date", Date),
+    Column("channel", Text),
+    Column("campaign_name", Text),
+    Column("created_by", Text),
+    Column("sender_phone", Text),
+    Column("sender_channel_name", Text),
+    Column("sender_source_name", Text),
+    Column("sender_eid", Text),
+    Column("subject", Text),
+    Column("total_recipients", Integer),
+    Column("delivered", Integer),
+    Column("read", Integer),
+    Column("replied", Integer),
+    Column("pending", Integer),
+    Column("failed", Integer),
+    prefixes=["TEMPORARY"],
+    postgresql_on_commit="DROP",
+)
+# The fact columns a load may change; a row is rewritten only when one of them differs.
+# xmax is 0 on a row version no transaction has touched since it was inserted: RETURNING it
+# tells an insert from an update in one statement.
+_WAS_INSERTED = literal_column("(xmax = 0)", Boolean).label("inserted")
+_FACT_VALUES = (
+    "sent_at",
+    "sent_date_key",
+    "channel_key",
+    "sender_key",
+    "staff_key",
+    "template_key",
+    "campaign_name",
+    *COUNTER_COLUMNS,
+)
+
+
+@dataclass(slots=True)
+class LoadResult:
+    """What one unit of work did; every figure goes into the Dagster metadata."""
+
+    records: int = 0  # records received, valid or not
+    valid: int = 0
+    rejected: int = 0
+    duplicates: int = 0  # valid records whose campaign id came twice in the unit
+    inserted: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    raw_versions_inserted: int = 0
+    rejects_inserted: int = 0
+    dimension_rows_inserted: int = 0
+    reject_reasons: Counter[str] = field(default_factory=Counter)
+
+
+def load_sent_campaigns(
+    engine: Engine,
+    app_id: str,
+    window: Window,
+    pages: Iterable[Page],
+    *,
+    run_id: str | None = None,
+) -> LoadResult:
+    """Stream `pages` for one app and window into the warehouse in a single transaction.
+
+    Pages are consumed lazily, so extraction and COPY overlap and memory stays flat; if the
+    iterator raises (say CINNOX gave up), the transaction rolls back and nothing changes.
+    """
+    result = LoadResult()
+    with engine.begin() as conn:
+        # One load per app at a time: two runs of the same window cannot interleave merges.
+        conn.execute(select(func.pg_advisory_xact_lock(func.hashtextextended("cinnox.load:" + app_id, 0))))
+        stage.create(conn)
+        _copy_into_stage(conn, window, pages, result)
+        # A temp table has no statistics until analysed; the merges' join plans need them.
+        conn.execute(text("ANALYZE stage_sent_campaign"))
+        app_key = _ensure_app(conn, app_id)
+        result.dimension_rows_inserted = _merge_dimensions(conn, app_key)
+        _merge_fact(conn, app_key, run_id, result)
+        result.raw_versions_inserted = _insert_raw_versions(conn, app_id, run_id)
+        result.rejects_inserted = _insert_rejects(conn, app_id, window, run_id)
+    return result
+
+
+def _copy_into_stage(conn: Connection, window: Window, pages: Iterable[Page], result: LoadResult) -> None:
+    columns = [c.name for c in stage.columns]
+    statement = sql.SQL("COPY {} ({}) FROM STDIN").format(
+        sql.Identifier(stage.name), sql.SQL(", ").join(map(sql.Identifier, columns))
+    )
+    raw = conn.connection.driver_connection
+    assert raw is not None
+    seen: set[str] = set()
+    seq = 0
+    with raw.cursor() as cursor, cursor.copy(statement) as copy:
+        for page in pages:
+            for record in page.records:
+                seq += 1
+                result.records += 1
+                staged = stage_record(record, window, page.fetched_at)
+                if isinstance(staged, Rejection):
+                    result.rejected += 1
+                    result.reject_reasons.update(staged.reasons)
+                    copy.write_row(_rejection_row(seq, staged))
+                    continue
+                result.valid += 1
+                if staged.campaign.id in seen:
+                    result.duplicates += 1
+                seen.add(staged.campaign.id)
+                copy.write_row(_campaign_row(seq, staged))
+
+
+def _campaign_row(seq: int, staged: StagedCampaign) -> tuple[object, ...]:
+    c = staged.campaign
+    s = c.sender
+    return (
+        seq,
+        c.id,
+        staged.extracted_at,
+        staged.payload_json,
+        None,
+        None,
+        None,
+        c.sent_at,
+        staged.sent_date,
+        c.channel.value,
+        c.campaign_name,
+        c.created_by,
+        s.phone,
+        s.channel_name,
+        s.source_name,
+        s.sender_eid,
+        c.subject,
+        c.total_recipients,
+        c.delivered,
+        c.read,
+        c.replied,
+        c.pending,
+        c.failed,
+    )
+
+
+def _rejection_row(seq: int, rejection: Rejection) -> tuple[object, ...]:
+    return (
+        seq,
+        rejection.campaign_id,
+        rejection.extracted_at,
+        rejection.payload_json,
+        rejection.payload_text,
+        list(rejection.reasons),
+        rejection.payload_hash,
+        *([None] * 16),
+    )
+
+
+def _ensure_app(conn: Connection, app_id: str) -> int:
+    dim_app = table_of(DimApp)
+    key = conn.scalar(select(dim_app.c.app_key).where(dim_app.c.app_id == app_id))
+    if key is None:
+        conn.execute(insert(dim_app).values(app_id=app_id).on_conflict_do_nothing())
+        key = conn.scalar(select(dim_app.c.app_key).where(dim_app.c.app_id == app_id))
+    assert key is not None
+    return int(key)
+
+
+def _merge_dimensions(conn: Connection, app_key: int) -> int:
+    """Insert the dimension rows the stage needs and the warehouse lacks; nothing else."""
+    valid = stage.c.reject_reasons.is_(None)
+    inserted = 0
+
+    dim_date = table_of(DimDate)
+    day = stage.c.sent_date
+    new_days = select(day).distinct().where(valid, not_(exists().where(dim_date.c.calendar_date == day))).subquery()
+    d = new_days.c.sent_date
+    calendar = select(
+        func.to_char(d, "YYYYMMDD").cast(Integer),
+        d,
+        extract("year", d),
+        extract("quarter", d),
+        extract("month", d),
+        func.to_char(d, "FMMonth"),
+        extract("day", d),
+        extract("isoyear", d),
+        extract("week", d),
+        extract("isodow", d),
+        func.to_char(d, "FMDay"),
+        extract("isodow", d) >= 6,
+    )
+    inserted += _insert_missing(conn, dim_date, [c.name for c in dim_date.columns], calendar)
+
+    dim_staff = table_of(DimStaff)
+    staff = (
+        select(literal(app_key, Integer), stage.c.created_by)
+        .distinct()
+        .where(
+            valid,
+            stage.c.created_by.is_not(None),
+            not_(
+                exists().where(
+                    dim_staff.c.app_key == app_key,
+                    dim_staff.c.staff_name == stage.c.created_by,
+                )
+            ),
+        )
+    )
+    inserted += _insert_missing(conn, dim_staff, ["app_key", "staff_name"], staff)
+
+    dim_template = table_of(DimTemplate)
+    templates = (
+        select(literal(app_key, Integer), stage.c.subject)
+        .distinct()
+        .where(
+            valid,
+            stage.c.subject.is_not(None),
+            not_(
+                exists().where(
+                    dim_template.c.app_key == app_key,
+                    dim_template.c.subject == stage.c.subject,
+                )
+            ),
+        )
+    )
+    inserted += _insert_missing(conn, dim_template, ["app_key", "subject"], templates)
+
+    dim_sender = table_of(DimSender)
+    dim_channel = table_of(DimChannel)
+    pairs = [
+        (dim_sender.c.phone, stage.c.sender_phone),
+        (dim_sender.c.whatsapp_channel_name, stage.c.sender_channel_name),
+        (dim_sender.c.template_source_name, stage.c.sender_source_name),
+        (dim_sender.c.sender_eid, stage.c.sender_eid),
+    ]
+    senders = (
+        select(
+            literal(app_key, Integer),
+            dim_channel.c.channel_key,
+            *(staged for _, staged in pairs),
+        )
+        .distinct()
+        .join_from(stage, dim_channel, dim_channel.c.channel == stage.c.channel)
+        .where(
+            valid,
+            not_(
+                exists().where(
+                    dim_sender.c.app_key == app_key,
+                    dim_sender.c.channel_key == dim_channel.c.channel_key,
+                    *(dim.is_not_distinct_from(staged) for dim, staged in pairs),
+                )
+            ),
+        )
+    )
+    sender_columns = [
+        "app_key",
+        "channel_key",
+        "phone",
+        "whatsapp_channel_name",
+        "template_source_name",
+        "sender_eid",
+    ]
+    inserted += _insert_missing(conn, dim_sender, sender_columns, senders)
+    return inserted
+
+
+def _insert_missing(conn: Connection, table: Table, columns: list[str], rows: object) -> int:
+    # The NOT EXISTS in `rows` keeps re-runs from burning identity values; ON CONFLICT covers
+    # a concurrent load of another app inserting the same calendar day.
+    statement = insert(table).from_select(columns, rows).on_conflict_do_nothing()  # type: ignore[arg-type]
+    return conn.execute(statement.execution_options(preserve_rowcount=True)).rowcount
+
+
+def _merge_fact(conn: Connection, app_key: int, run_id: str | None, result: LoadResult) -> None:
+    fact = table_of(FactSentCampaign)
+    dim_channel = table_of(DimChannel)
+    dim_sender = table_of(DimSender)
+    dim_staff = table_of(DimStaff)
+    dim_template = table_of(DimTemplate)
+    dim_date = table_of(DimDate)
+
+    # The same campaign can come twice in one unit (pages shifting under us); the last read
+    # wins, and a single INSERT must not touch one key twice.
+    latest = (
+        select(stage)
+        .where(stage.c.reject_reasons.is_(None))
+        .ext(distinct_on(stage.c.campaign_id))
+        .order_by(stage.c.campaign_id, stage.c.seq.desc())
+        .subquery("latest")
+    )
+    incoming = (
+        select(
+            literal(app_key, Integer).label("app_key"),
+            latest.c.campaign_id,
+            latest.c.sent_at,
+            dim_date.c.date_key.label("sent_date_key"),
+            dim_channel.c.channel_key,
+            dim_sender.c.sender_key,
+            dim_staff.c.staff_key,
+            dim_template.c.template_key,
+            latest.c.campaign_name,
+            *(latest.c[name] for name in COUNTER_COLUMNS),
+        )
+        .select_from(latest)
+        .join(dim_date, dim_date.c.calendar_date == latest.c.sent_date)
+        .join(dim_channel, dim_channel.c.channel == latest.c.channel)
+        .join(
+            dim_sender,
+            and_(
+                dim_sender.c.app_key == app_key,
+                dim_sender.c.channel_key == dim_channel.c.channel_key,
+                dim_sender.c.phone.is_not_distinct_from(latest.c.sender_phone),
+                dim_sender.c.whatsapp_channel_name.is_not_distinct_from(latest.c.sender_channel_name),
+                dim_sender.c.template_source_name.is_not_distinct_from(latest.c.sender_source_name),
+                dim_sender.c.sender_eid.is_not_distinct_from(latest.c.sender_eid),
+            ),
+        )
+        .outerjoin(
+            dim_staff,
+            and_(
+                dim_staff.c.app_key == app_key,
+                dim_staff.c.staff_name == latest.c.created_by,
+            ),
+        )
+        .outerjoin(
+            dim_template,
+            and_(
+                dim_template.c.app_key == app_key,
+                dim_template.c.subject == latest.c.subject,
+            ),
+        )
+        .subquery("incoming")
+    )
+    current = fact.alias("current")
+    changed_or_new = (
+        select(
+            *(incoming.c[name] for name in ("app_key", "campaign_id", *_FACT_VALUES)),
+            literal(run_id, Text),
+        )
+        .select_from(incoming)
+        .outerjoin(
+            current,
+            and_(
+                current.c.app_key == app_key,
+                current.c.campaign_id == incoming.c.campaign_id,
+            ),
+        )
+        .where(
+            or_(
+                current.c.sent_campaign_key.is_(None),
+                tuple_(*(current.c[n] for n in _FACT_VALUES)).is_distinct_from(
+                    tuple_(*(incoming.c[n] for n in _FACT_VALUES))
+                ),
+            )
+        )
+    )
+    upsert = insert(fact).from_select(["app_key", "campaign_id", *_FACT_VALUES, "last_dagster_run_id"], changed_or_new)
+    excluded = upsert.excluded
+    statement = upsert.on_conflict_do_update(
+        index_elements=[fact.c.app_key, fact.c.campaign_id],
+        set_={
+            **{name: excluded[name] for name in _FACT_VALUES},
+            "last_changed_at": func.now(),
+            "last_dagster_run_id": excluded.last_dagster_run_id,
+        },
+        where=tuple_(*(fact.c[n] for n in _FACT_VALUES)).is_distinct_from(tuple_(*(excluded[n] for n in _FACT_VALUES))),
+    ).returning(_WAS_INSERTED)
+    outcomes = conn.execute(statement).scalars().all()
+    result.inserted = sum(1 for fresh in outcomes if fresh)
+    result.updated = len(outcomes) - result.inserted
+    distinct_valid = conn.scalar(
+        select(func.count(stage.c.campaign_id.distinct())).where(stage.c.reject_reasons.is_(None))
+    )
+    result.unchanged = int(distinct_valid or 0) - len(outcomes)
+
+
+def _insert_raw_versions(conn: Connection, app_id: str, run_id: str | None) -> int:
+    raw = table_of(SentCampaignPayload)
+    hashed = (
+        select(
+            stage.c.campaign_id,
+            func.sha256(func.convert_to(stage.c.payload.cast(Text), "UTF8")).label("payload_hash"),
+            stage.c.payload,
+            stage.c.extracted_at,
+            stage.c.seq,
+        )
+        .where(stage.c.reject_reasons.is_(None))
+        .subquery("hashed")
+    )
+    versions = (
+        select(
+            literal(app_id, Text),
+            hashed.c.campaign_id,
+            hashed.c.payload_hash,
+            hashed.c.payload,
+            hashed.c.extracted_at,
+            literal(run_id, Text),
+        )
+        .ext(distinct_on(hashed.c.campaign_id, hashed.c.payload_hash))
+        .where(
+            not_(
+                exists().where(
+                    raw.c.app_id == app_id,
+                    raw.c.campaign_id == hashed.c.campaign_id,
+                    raw.c.payload_hash == hashed.c.payload_hash,
+                )
+            )
+        )
+        .order_by(hashed.c.campaign_id, hashed.c.payload_hash, hashed.c.seq)
+    )
+    columns = [
+        "app_id",
+        "campaign_id",
+        "payload_hash",
+        "payload",
+        "extracted_at",
+        "dagster_run_id",
+    ]
+    return _insert_missing(conn, raw, columns, versions)
+
+
+def _insert_rejects(conn: Connection, app_id: str, window: Window, run_id: str | None) -> int:
+    rejects = table_of(SentCampaignReject)
+    rows = (
+        select(
+            literal(app_id, Text),
+            stage.c.campaign_id,
+            stage.c.reject_reasons,
+            stage.c.payload,
+            stage.c.payload_text,
+            stage.c.reject_hash,
+            literal(window.start, TIMESTAMP(timezone=True)),
+            literal(window.end, TIMESTAMP(timezone=True)),
+            stage.c.extracted_at,
+            literal(run_id, Text),
+        )
+        .ext(distinct_on(stage.c.reject_hash))
+        .where(
+            stage.c.reject_reasons.is_not(None),
+            not_(
+                exists().where(
+                    rejects.c.app_id == app_id,
+                    rejects.c.payload_hash == stage.c.reject_hash,
+                )
+            ),
+        )
+        .order_by(stage.c.reject_hash, stage.c.seq)
+    )
+    columns = [
+        "app_id",
+        "campaign_id",
+        "reasons",
+        "payload",
+        "payload_text",
+        "payload_hash",
+        "window_start",
+        "window_end",
+        "rejected_at",
+        "dagster_run_id",
+    ]
+    return _insert_missing(conn, rejects, columns, rows)

@@ -1,0 +1,286 @@
+"""The warehouse schema as SQLAlchemy models; Alembic migrations are checked against these.
+
+Two layers live here (SPEC.md "The warehouse"): `cinnox_raw`, what the API returned, kept for
+replay and audit; and `cinnox`, the star schema analysts and BI tools read. Every table and
+column carries a comment, which PostgreSQL keeps as COMMENT ON for `\\d+` and BI tools.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    ForeignKey,
+    Identity,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    SmallInteger,
+    Table,
+    Text,
+    UniqueConstraint,
+    func,
+)
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, TIMESTAMP
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+RAW_SCHEMA = "cinnox_raw"
+STAR_SCHEMA = "cinnox"
+SCHEMAS = (RAW_SCHEMA, STAR_SCHEMA)
+
+# Constraint names are fixed by a convention, not left to PostgreSQL, so migrations can
+# name them when they alter or drop them and `alembic check` compares like with like.
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+Timestamp = TIMESTAMP(timezone=True)
+# The fact's counter columns, in the order the API doc lists them.
+COUNTER_COLUMNS = ("total_recipients", "delivered", "read", "replied", "pending", "failed")
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+# --- cinnox_raw: what the API returned ------------------------------------------------------
+
+
+class SentCampaignPayload(Base):
+    __tablename__ = "sent_campaign_payload"
+    __table_args__: Any = {
+        "schema": RAW_SCHEMA,
+        "comment": "Every distinct version of every sent-campaign record CINNOX returned, as JSON. "
+        "A new row only when a record's content changes, so re-runs write nothing; "
+        "replaying the latest version per campaign rebuilds the star schema.",
+    }
+
+    app_id: Mapped[str] = mapped_column(Text, primary_key=True, comment="CINNOX App ID the record was read from.")
+    campaign_id: Mapped[str] = mapped_column(Text, primary_key=True, comment="The record's `id` (the campaign id).")
+    payload_hash: Mapped[bytes] = mapped_column(
+        LargeBinary,
+        primary_key=True,
+        comment="SHA-256 of the payload's canonical jsonb text; identifies a version.",
+    )
+    payload: Mapped[Any] = mapped_column(JSONB, comment="The record exactly as returned, unknown fields included.")
+    extracted_at: Mapped[datetime] = mapped_column(
+        Timestamp, comment="When this version was first fetched from CINNOX (UTC)."
+    )
+    dagster_run_id: Mapped[str | None] = mapped_column(Text, comment="Dagster run that first fetched this version.")
+
+
+class SentCampaignReject(Base):
+    __tablename__ = "sent_campaign_reject"
+    __table_args__: Any = (
+        UniqueConstraint("app_id", "payload_hash"),
+        {
+            "schema": RAW_SCHEMA,
+            "comment": "Records that failed validation, with every reason, kept so nothing is lost. "
+            "One row per distinct record per app.",
+        },
+    )
+
+    reject_id: Mapped[int] = mapped_column(
+        BigInteger,
+        Identity(),
+        primary_key=True,
+        comment="Surrogate key of the rejected record.",
+    )
+    app_id: Mapped[str] = mapped_column(Text, comment="CINNOX App ID the record was read from.")
+    campaign_id: Mapped[str | None] = mapped_column(Text, comment="The record's `id`, when it had a usable one.")
+    reasons: Mapped[list[str]] = mapped_column(ARRAY(Text), comment="Every reason the record could not be loaded.")
+    payload: Mapped[Any | None] = mapped_column(JSONB, comment="The record as returned, when jsonb can hold it.")
+    payload_text: Mapped[str | None] = mapped_column(
+        Text,
+        comment="The record as JSON text, only when jsonb cannot hold it (e.g. a \\u0000 in a string).",
+    )
+    payload_hash: Mapped[bytes] = mapped_column(LargeBinary, comment="SHA-256 of the record's JSON text.")
+    window_start: Mapped[datetime] = mapped_column(Timestamp, comment="Start of the requested window (inclusive).")
+    window_end: Mapped[datetime] = mapped_column(Timestamp, comment="End of the requested window (exclusive).")
+    rejected_at: Mapped[datetime] = mapped_column(Timestamp, comment="When the record was first fetched and rejected.")
+    dagster_run_id: Mapped[str | None] = mapped_column(Text, comment="Dagster run that first rejected the record.")
+
+
+# --- cinnox: the star schema ----------------------------------------------------------------
+
+
+class DimApp(Base):
+    __tablename__ = "dim_app"
+    __table_args__: Any = {
+        "schema": STAR_SCHEMA,
+        "comment": "CINNOX apps (service accounts) campaigns are read from.",
+    }
+
+    app_key: Mapped[int] = mapped_column(SmallInteger, Identity(), primary_key=True, comment="Surrogate key.")
+    app_id: Mapped[str] = mapped_column(Text, unique=True, comment="CINNOX App ID.")
+
+
+class DimChannel(Base):
+    __tablename__ = "dim_channel"
+    __table_args__: Any = {
+        "schema": STAR_SCHEMA,
+        "comment": "Channels a campaign can be sent through.",
+    }
+
+    channel_key: Mapped[int] = mapped_column(SmallInteger, primary_key=True, autoincrement=False, comment="Key.")
+    channel: Mapped[str] = mapped_column(Text, unique=True, comment="Channel as CINNOX spells it: SMS or WhatsApp.")
+
+
+class DimDate(Base):
+    __tablename__ = "dim_date"
+    __table_args__: Any = {
+        "schema": STAR_SCHEMA,
+        "comment": "Calendar of campaign send dates (UTC), one row a day.",
+    }
+
+    date_key: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False, comment="yyyymmdd.")
+    calendar_date: Mapped[date] = mapped_column(unique=True, comment="The UTC date.")
+    year: Mapped[int] = mapped_column(SmallInteger, comment="Calendar year.")
+    quarter: Mapped[int] = mapped_column(SmallInteger, comment="Calendar quarter, 1-4.")
+    month: Mapped[int] = mapped_column(SmallInteger, comment="Month number, 1-12.")
+    month_name: Mapped[str] = mapped_column(Text, comment="Month name in English, e.g. January.")
+    day_of_month: Mapped[int] = mapped_column(SmallInteger, comment="Day of the month, 1-31.")
+    iso_year: Mapped[int] = mapped_column(SmallInteger, comment="ISO 8601 week-numbering year.")
+    iso_week: Mapped[int] = mapped_column(SmallInteger, comment="ISO 8601 week of the year, 1-53.")
+    iso_day_of_week: Mapped[int] = mapped_column(
+        SmallInteger, comment="ISO day of the week, 1 = Monday ... 7 = Sunday."
+    )
+    day_name: Mapped[str] = mapped_column(Text, comment="Day name in English, e.g. Monday.")
+    is_weekend: Mapped[bool] = mapped_column(Boolean, comment="True on Saturday and Sunday.")
+
+
+class DimStaff(Base):
+    __tablename__ = "dim_staff"
+    __table_args__: Any = (
+        UniqueConstraint("app_key", "staff_name"),
+        {
+            "schema": STAR_SCHEMA,
+            "comment": "Staff who created campaigns (the record's createdBy), per app.",
+        },
+    )
+
+    staff_key: Mapped[int] = mapped_column(Integer, Identity(), primary_key=True, comment="Surrogate key.")
+    app_key: Mapped[int] = mapped_column(ForeignKey(DimApp.app_key), comment="The app the staff belongs to.")
+    staff_name: Mapped[str] = mapped_column(Text, comment="Staff name as CINNOX reports it (createdBy).")
+
+
+class DimTemplate(Base):
+    __tablename__ = "dim_template"
+    __table_args__: Any = (
+        UniqueConstraint("app_key", "subject"),
+        {
+            "schema": STAR_SCHEMA,
+            "comment": "WhatsApp message templates (the record's subject), per app.",
+        },
+    )
+
+    template_key: Mapped[int] = mapped_column(Integer, Identity(), primary_key=True, comment="Surrogate key.")
+    app_key: Mapped[int] = mapped_column(ForeignKey(DimApp.app_key), comment="The app the template belongs to.")
+    subject: Mapped[str] = mapped_column(Text, comment="Template name (subject).")
+
+
+class DimSender(Base):
+    __tablename__ = "dim_sender"
+    __table_args__: Any = (
+        # NULLS NOT DISTINCT: an SMS sender has no channel name, and must still be one row.
+        UniqueConstraint(
+            "app_key",
+            "channel_key",
+            "phone",
+            "whatsapp_channel_name",
+            "template_source_name",
+            "sender_eid",
+            name="uq_dim_sender_attributes",
+            postgresql_nulls_not_distinct=True,
+        ),
+        {
+            "schema": STAR_SCHEMA,
+            "comment": "Senders: each distinct combination of the record's sender attributes, per app and "
+            "channel. A renamed WhatsApp channel is a new row; old campaigns keep pointing at the old one.",
+        },
+    )
+
+    sender_key: Mapped[int] = mapped_column(Integer, Identity(), primary_key=True, comment="Surrogate key.")
+    app_key: Mapped[int] = mapped_column(ForeignKey(DimApp.app_key), comment="The app the sender belongs to.")
+    channel_key: Mapped[int] = mapped_column(ForeignKey(DimChannel.channel_key), comment="Channel sent through.")
+    phone: Mapped[str | None] = mapped_column(
+        Text,
+        comment="sender.phone: virtual or service number or alphanumeric Sender ID (SMS); WhatsApp number.",
+    )
+    whatsapp_channel_name: Mapped[str | None] = mapped_column(
+        Text, comment="sender.channelName: WhatsApp channel name; NULL for SMS."
+    )
+    template_source_name: Mapped[str | None] = mapped_column(
+        Text, comment="sender.sourceName: source of the template used; NULL for SMS."
+    )
+    sender_eid: Mapped[str | None] = mapped_column(
+        Text,
+        comment="sender.senderEID: unique ID of the staff who sent it; NULL for WhatsApp.",
+    )
+
+
+class FactSentCampaign(Base):
+    __tablename__ = "fact_sent_campaign"
+    __table_args__: Any = (
+        UniqueConstraint("app_key", "campaign_id"),
+        Index(None, "app_key", "sent_at"),
+        {
+            "schema": STAR_SCHEMA,
+            "comment": "One row per app and sent campaign with its latest counters. Counters keep changing "
+            "for days after the send; NULL means the channel does not report that counter.",
+        },
+    )
+
+    sent_campaign_key: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True, comment="Surrogate key.")
+    app_key: Mapped[int] = mapped_column(ForeignKey(DimApp.app_key), comment="The app the campaign was sent from.")
+    campaign_id: Mapped[str] = mapped_column(Text, comment="CINNOX campaign id (historyID in the details API).")
+    sent_at: Mapped[datetime] = mapped_column(Timestamp, comment="When the campaign was sent.")
+    sent_date_key: Mapped[int] = mapped_column(ForeignKey(DimDate.date_key), comment="UTC send date (dim_date).")
+    channel_key: Mapped[int] = mapped_column(ForeignKey(DimChannel.channel_key), comment="Channel sent through.")
+    sender_key: Mapped[int] = mapped_column(ForeignKey(DimSender.sender_key), comment="Sender as it was at the send.")
+    staff_key: Mapped[int | None] = mapped_column(
+        ForeignKey(DimStaff.staff_key),
+        comment="Staff who created it; NULL when not reported.",
+    )
+    template_key: Mapped[int | None] = mapped_column(
+        ForeignKey(DimTemplate.template_key),
+        comment="Template used (WhatsApp); NULL for SMS.",
+    )
+    campaign_name: Mapped[str | None] = mapped_column(Text, comment="Campaign name.")
+    total_recipients: Mapped[int | None] = mapped_column(Integer, comment="Phone numbers the campaign was sent to.")
+    delivered: Mapped[int | None] = mapped_column(Integer, comment="Messages delivered to recipients.")
+    read: Mapped[int | None] = mapped_column(Integer, comment="Messages read by recipients (WhatsApp only).")
+    replied: Mapped[int | None] = mapped_column(
+        Integer,
+        comment="Replies via buttons (once per recipient) or web links (every click) (WhatsApp only).",
+    )
+    pending: Mapped[int | None] = mapped_column(
+        Integer, comment="Sent, still waiting for a delivery receipt (WhatsApp only)."
+    )
+    failed: Mapped[int | None] = mapped_column(Integer, comment="Messages that failed to send (WhatsApp only).")
+    first_loaded_at: Mapped[datetime] = mapped_column(
+        Timestamp,
+        server_default=func.now(),
+        comment="When the campaign first reached the warehouse.",
+    )
+    last_changed_at: Mapped[datetime] = mapped_column(
+        Timestamp,
+        server_default=func.now(),
+        comment="When a value in this row last changed.",
+    )
+    last_dagster_run_id: Mapped[str | None] = mapped_column(Text, comment="Dagster run that last changed this row.")
+
+
+def table_of(model: type[Base]) -> Table:
+    """A model's Table, typed as one (SQLAlchemy types `__table__` as a plain FromClause)."""
+    table = model.__table__
+    assert isinstance(table, Table)
+    return table
