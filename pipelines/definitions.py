@@ -1,0 +1,29 @@
+"""The code location: small Definitions merged; each module owns its part."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+
+import dagster as dg
+
+from pipelines.assets import build_asset_definitions
+from pipelines.checks import build_check_definitions
+from pipelines.partitions import send_date_partitions
+from pipelines.resources import build_resources
+from pipelines.schedules import build_schedule_definitions
+from pipelines.settings import PipelineSettings
+
+
+def build_definitions(environ: Mapping[str, str] = os.environ) -> dg.Definitions:
+    settings = PipelineSettings.from_env(environ)
+    partitions = send_date_partitions(settings.partitions_start)
+    return dg.Definitions.merge(
+        build_asset_definitions(settings, partitions),
+        build_check_definitions(settings),
+        build_schedule_definitions(settings, partitions),
+        build_resources(settings, environ),
+    )
+
+
+defs = build_definitions()

@@ -1,0 +1,129 @@
+"""Dagster resources: one per external system, each handing out domain objects."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping
+from dataclasses import replace
+from typing import Any
+
+import dagster as dg
+from pydantic import PrivateAttr
+from sqlalchemy import Engine
+
+from cinnox import SENT_CAMPAIGNS_SUMMARY, CinnoxClient, Page, RetryPolicy, Window
+from pipelines.settings import PipelineSettings
+from warehouse import quality
+from warehouse.db import create_warehouse_engine
+from warehouse.load import LoadResult, load_sent_campaigns
+
+
+class CinnoxAppToken(dg.Config):
+    """The App Token of one CINNOX app; set it with `EnvVar`, never as a literal."""
+
+    app_id: str
+    token: str
+    token_env_var: str = ""  # named in errors so the data engineer knows what to fix
+
+
+class CinnoxResource(dg.ConfigurableResource):  # type: ignore[type-arg]
+    """The CINNOX open API: builds a client per app, with that app's token.
+
+    >>> with cinnox.client("my-app-id") as client:
+    ...     for page in client.sent_campaign_pages(window): ...
+    """
+
+    base_url: str
+    apps: list[CinnoxAppToken]
+    auth_header: str = "Authorization"
+    auth_scheme: str = "Bearer"
+    page_size: int = 100
+    timeout_seconds: int = 30
+    max_attempts: int = 6
+    records_key: str = SENT_CAMPAIGNS_SUMMARY.records_key
+    total_key: str = "total"
+
+    def token_env_var(self, app_id: str) -> str:
+        return next((app.token_env_var for app in self.apps if app.app_id == app_id), "")
+
+    def client(self, app_id: str, logger: logging.Logger | None = None) -> CinnoxClient:
+        tokens = {app.app_id: app.token for app in self.apps}
+        if app_id not in tokens:
+            raise dg.Failure(f"CINNOX app {app_id!r} has no App Token configured in the cinnox resource")
+        endpoint = SENT_CAMPAIGNS_SUMMARY
+        if self.records_key != endpoint.records_key or self.total_key != endpoint.total_key:
+            endpoint = replace(endpoint, records_key=self.records_key, total_key=self.total_key or None)
+        return CinnoxClient(
+            self.base_url,
+            app_id,
+            tokens[app_id],
+            auth_header=self.auth_header,
+            auth_scheme=self.auth_scheme,
+            page_size=self.page_size,
+            timeout=self.timeout_seconds,
+            retry=RetryPolicy(max_attempts=self.max_attempts),
+            endpoint=endpoint,
+            logger=logger,
+        )
+
+
+class WarehouseResource(dg.ConfigurableResource):  # type: ignore[type-arg]
+    """The PostgreSQL warehouse: one engine per run, loads and data checks."""
+
+    database_url: str
+    _engine: Engine | None = PrivateAttr(default=None)
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        self._engine = create_warehouse_engine(self.database_url)
+
+    def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
+        if self._engine is not None:
+            self._engine.dispose()
+            self._engine = None
+
+    @property
+    def engine(self) -> Engine:
+        if self._engine is None:  # used outside a run, e.g. from a test or a script
+            self._engine = create_warehouse_engine(self.database_url)
+        return self._engine
+
+    def load_sent_campaigns(self, app_id: str, window: Window, pages: Iterable[Page], run_id: str | None) -> LoadResult:
+        return load_sent_campaigns(self.engine, app_id, window, pages, run_id=run_id)
+
+    def check_unique_campaigns(self, app_id: str) -> quality.CheckOutcome:
+        return quality.duplicate_campaign_keys(self.engine, app_id)
+
+    def check_non_negative_counters(self, app_id: str) -> quality.CheckOutcome:
+        return quality.negative_counters(self.engine, app_id)
+
+
+# Optional settings: resource field -> (environment variable, is it a whole number).
+TUNABLE_SETTINGS = {
+    "auth_header": ("CINNOX_AUTH_HEADER", False),
+    "auth_scheme": ("CINNOX_AUTH_SCHEME", False),
+    "page_size": ("CINNOX_PAGE_SIZE", True),
+    "timeout_seconds": ("CINNOX_TIMEOUT_SECONDS", True),
+    "max_attempts": ("CINNOX_MAX_ATTEMPTS", True),
+    "records_key": ("CINNOX_RECORDS_KEY", False),
+    "total_key": ("CINNOX_TOTAL_KEY", False),
+}
+
+
+def build_resources(settings: PipelineSettings, environ: Mapping[str, str]) -> dg.Definitions:
+    # A tunable that is set becomes an EnvVar, so the UI shows where the value comes from;
+    # one that is not keeps the resource's default.
+    overrides: dict[str, Any] = {
+        field: dg.EnvVar.int(var) if whole else dg.EnvVar(var)
+        for field, (var, whole) in TUNABLE_SETTINGS.items()
+        if var in environ
+    }
+    cinnox = CinnoxResource(
+        base_url=dg.EnvVar("CINNOX_BASE_URL"),
+        apps=[
+            CinnoxAppToken(app_id=app.app_id, token=dg.EnvVar(app.token_env_var), token_env_var=app.token_env_var)
+            for app in settings.apps
+        ],
+        **overrides,
+    )
+    warehouse = WarehouseResource(database_url=dg.EnvVar("DATABASE_URL"))
+    return dg.Definitions(resources={"cinnox": cinnox, "warehouse": warehouse})

@@ -1,0 +1,46 @@
+"""The refresh schedule: re-read the recent days whose counters are still changing."""
+
+import dagster as dg
+
+from pipelines.assets import sent_campaigns_key
+from pipelines.partitions import range_tags
+from pipelines.settings import PipelineSettings
+
+REFRESH_JOB = "cinnox_refresh"
+
+
+def build_schedule_definitions(settings: PipelineSettings, partitions: dg.PartitionsDefinition) -> dg.Definitions:
+    keys = [sent_campaigns_key(app) for app in settings.apps]
+    job = dg.define_asset_job(
+        REFRESH_JOB,
+        selection=dg.AssetSelection.assets(*keys),
+        description="Refresh CINNOX sent campaigns of the recent days, one run per app.",
+    )
+
+    @dg.schedule(
+        job=job,
+        cron_schedule=settings.refresh_cron,
+        execution_timezone="UTC",
+        default_status=dg.DefaultScheduleStatus.RUNNING,
+        description=(
+            f"Re-reads the last {settings.refresh_days} days (today included) of every app: CINNOX counters "
+            "keep changing for days after a send, so recent days are read again until they settle."
+        ),
+    )
+    def cinnox_refresh_schedule(context: dg.ScheduleEvaluationContext) -> list[dg.RunRequest]:
+        partition_keys = partitions.get_partition_keys(current_time=context.scheduled_execution_time)
+        recent = partition_keys[-settings.refresh_days :]
+        if not recent:
+            return []
+        tick = context.scheduled_execution_time.isoformat()
+        # One run per app, each covering the whole window: apps fail and retry independently.
+        return [
+            dg.RunRequest(
+                run_key=f"{key.to_user_string()}:{tick}",
+                asset_selection=[key],
+                tags=range_tags(recent[0], recent[-1]),
+            )
+            for key in keys
+        ]
+
+    return dg.Definitions(jobs=[job], schedules=[cinnox_refresh_schedule])

@@ -1,0 +1,80 @@
+"""Settings that shape the asset graph itself, read once when the code location loads.
+
+Which apps exist and where partitions start decide which assets and partitions Dagster
+shows, so they cannot wait for run time. Everything else (URLs, tokens, page size, timeouts)
+is resource config, resolved at run time through `EnvVar`. Every variable is listed in the
+README's settings table.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import date
+
+from cinnox.simulator import DEFAULT_APPS
+
+DEFAULT_PARTITIONS_START = "2025-01-01"
+DEFAULT_REFRESH_DAYS = 7
+DEFAULT_REFRESH_CRON = "0 * * * *"  # hourly: receipts keep arriving through the day
+_APP_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}")
+
+
+class SettingsError(ValueError):
+    """A setting in the environment is missing or malformed; the message names it."""
+
+
+@dataclass(frozen=True, slots=True)
+class AppSettings:
+    """One CINNOX app the pipeline reads, and where its App Token comes from."""
+
+    app_id: str
+
+    @property
+    def slug(self) -> str:
+        """The app id as Dagster names allow it (asset keys, pools): lowercase, `_` for the rest."""
+        return re.sub(r"[^a-z0-9_]", "_", self.app_id.lower())
+
+    @property
+    def token_env_var(self) -> str:
+        """CINNOX_TOKEN_<APP ID upper-cased, anything not a letter or digit as _>."""
+        return "CINNOX_TOKEN_" + re.sub(r"[^A-Z0-9]", "_", self.app_id.upper())
+
+
+@dataclass(frozen=True, slots=True)
+class PipelineSettings:
+    apps: tuple[AppSettings, ...]
+    partitions_start: date
+    refresh_days: int
+    refresh_cron: str
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> PipelineSettings:
+        raw_ids = environ.get("CINNOX_APP_IDS", "").strip()
+        # With nothing configured, the simulator's apps: `make run` and `make dev` start it.
+        ids = [part.strip() for part in raw_ids.split(",") if part.strip()] if raw_ids else list(DEFAULT_APPS)
+        for app_id in ids:
+            if not _APP_ID.fullmatch(app_id):
+                raise SettingsError(f"CINNOX_APP_IDS: {app_id!r} is not a valid app id (letters, digits, _ . : -)")
+        apps = tuple(AppSettings(app_id) for app_id in ids)
+        seen: dict[str, str] = {}
+        for app in apps:
+            for name in (app.slug, app.token_env_var):
+                if name in seen:
+                    raise SettingsError(f"CINNOX_APP_IDS: {seen[name]!r} and {app.app_id!r} would share {name!r}")
+                seen[name] = app.app_id
+        start_text = environ.get("CINNOX_PARTITIONS_START", DEFAULT_PARTITIONS_START)
+        try:
+            start = date.fromisoformat(start_text)
+        except ValueError:
+            raise SettingsError(f"CINNOX_PARTITIONS_START: {start_text!r} is not a YYYY-MM-DD date") from None
+        days_text = environ.get("CINNOX_REFRESH_DAYS", str(DEFAULT_REFRESH_DAYS))
+        if not days_text.isdigit() or int(days_text) < 1:
+            raise SettingsError(f"CINNOX_REFRESH_DAYS: {days_text!r} is not a whole number of days >= 1")
+        return cls(
+            apps=apps,
+            partitions_start=start,
+            refresh_days=int(days_text),
+            refresh_cron=environ.get("CINNOX_REFRESH_CRON", DEFAULT_REFRESH_CRON),
+        )

@@ -1,0 +1,201 @@
+"""The assets materialized through Dagster into a real PostgreSQL, fed by the simulator."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import dagster as dg
+import pytest
+from sqlalchemy import Engine, select, text
+
+from cinnox.simulator import FaultKind, SimulatorServer
+from pipelines.definitions import build_definitions
+from pipelines.partitions import range_tags
+from warehouse.db import create_warehouse_engine
+from warehouse.migrate import upgrade_to_head
+from warehouse.models import FactSentCampaign
+
+APP = "sim-app-1"
+KEY = dg.AssetKey(["cinnox", "sent_campaigns", "sim_app_1"])
+# Recognisable, so a leak anywhere is found by a plain search.
+TOKEN = "tok-SECRET-5f3a9c1e-do-not-log"
+NOW = datetime(2026, 6, 15, tzinfo=UTC)
+
+
+@pytest.fixture
+def cinnox_api() -> Iterator[SimulatorServer]:
+    with SimulatorServer(apps={APP: TOKEN, "sim-app-2": "tok-two"}, now=NOW) as sim:
+        yield sim
+
+
+@pytest.fixture
+def environment(cinnox_api: SimulatorServer, warehouse: Engine, warehouse_url: str) -> dict[str, str]:
+    return {
+        "DATABASE_URL": warehouse_url,
+        "CINNOX_BASE_URL": cinnox_api.url,
+        "CINNOX_APP_IDS": "sim-app-1,sim-app-2",
+        "CINNOX_TOKEN_SIM_APP_1": TOKEN,
+        "CINNOX_TOKEN_SIM_APP_2": "tok-two",
+        "CINNOX_PAGE_SIZE": "40",
+    }
+
+
+@pytest.fixture
+def run_range(environment: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Callable[..., dg.ExecuteInProcessResult]:
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    defs = build_definitions(environment)
+    job = defs.resolve_implicit_global_asset_job_def()
+
+    def run(
+        first: str, last: str, instance: dg.DagsterInstance | None = None, key: dg.AssetKey = KEY
+    ) -> dg.ExecuteInProcessResult:
+        return job.execute_in_process(
+            instance=instance or dg.DagsterInstance.ephemeral(),
+            asset_selection=[key],
+            tags=range_tags(first, last),
+            raise_on_error=False,
+        )
+
+    return run
+
+
+def metadata(result: dg.ExecuteInProcessResult) -> dict[str, object]:
+    events = result.get_asset_materialization_events()
+    return {name: value.value for name, value in events[0].materialization.metadata.items()}
+
+
+def test_a_range_is_one_run_that_loads_every_campaign_and_passes_its_checks(
+    run_range: Callable[..., dg.ExecuteInProcessResult], cinnox_api: SimulatorServer, warehouse: Engine
+) -> None:
+    result = run_range("2026-06-10", "2026-06-12")
+    assert result.success
+    expected = cinnox_api.universe.campaigns(
+        APP, datetime(2026, 6, 10, tzinfo=UTC), datetime(2026, 6, 13, tzinfo=UTC), NOW
+    )
+
+    partitions = sorted(e.partition for e in result.get_asset_materialization_events())
+    assert partitions == ["2026-06-10", "2026-06-11", "2026-06-12"]
+    meta = metadata(result)
+    assert meta["records_fetched"] == meta["api_total"] == meta["inserted"] == len(expected)
+    assert meta["pages"] == -(-len(expected) // 40)
+    assert (meta["updated"], meta["unchanged"], meta["rejected"], meta["retries"]) == (0, 0, 0, 0)
+    assert meta["count_reconciled"] is True
+    assert meta["window_start"] == "2026-06-10T00:00:00+00:00"
+
+    checks = {c.check_name: c.passed for c in result.get_asset_check_evaluations()}
+    assert checks == {"unique_campaign_ids": True, "non_negative_counters": True}
+    with warehouse.connect() as conn:
+        assert set(conn.scalars(select(FactSentCampaign.campaign_id))) == {r["id"] for r in expected}
+        assert set(conn.scalars(select(FactSentCampaign.last_dagster_run_id))) == {result.run_id}
+
+    again = run_range("2026-06-10", "2026-06-12")
+    assert again.success
+    meta = metadata(again)
+    assert (meta["inserted"], meta["updated"], meta["unchanged"]) == (0, 0, len(expected))
+
+
+def test_the_schedules_run_request_runs(
+    run_range: Callable[..., dg.ExecuteInProcessResult], environment: dict[str, str]
+) -> None:
+    schedule = build_definitions(environment).resolve_schedule_def("cinnox_refresh_schedule")
+    with dg.build_schedule_context(scheduled_execution_time=NOW) as context:
+        request = next(r for r in schedule.evaluate_tick(context).run_requests or [] if r.asset_selection == [KEY])
+    tags = request.tags
+    result = run_range(tags["dagster/asset_partition_range_start"], tags["dagster/asset_partition_range_end"])
+    assert result.success
+    assert len(result.get_asset_materialization_events()) == 7
+
+
+def test_the_token_appears_nowhere_dagster_stores_or_logs(
+    run_range: Callable[..., dg.ExecuteInProcessResult],
+    cinnox_api: SimulatorServer,
+    warehouse: Engine,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    cinnox_api.add_fault(FaultKind.HTTP_429, retry_after="0")  # exercise the retry log lines too
+    cinnox_api.add_fault(FaultKind.HTTP_500)
+    with dg.instance_for_test(temp_dir=str(tmp_path)) as instance:
+        result = run_range("2026-06-14", "2026-06-14", instance=instance)
+        assert result.success
+        assert metadata(result)["retries"] == 2
+        stored = [str(record) for record in instance.all_logs(result.run_id)]
+        run = instance.get_run_by_id(result.run_id)
+        assert run is not None
+        stored.append(repr(run.run_config))
+    assert any("retry 1 of" in line for line in stored)  # the retries were logged...
+    assert not [line for line in stored if TOKEN in line]  # ...without the token
+    files = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert files
+    assert not [p for p in files if TOKEN.encode() in p.read_bytes()]
+    assert TOKEN not in caplog.text
+    out, err = capfd.readouterr()
+    assert TOKEN not in out + err
+    with warehouse.connect() as conn:
+        dump = conn.execute(
+            text(
+                "SELECT string_agg(t::text, '') FROM ("
+                " SELECT row_to_json(p)::text AS t FROM cinnox_raw.sent_campaign_payload p"
+                " UNION ALL SELECT row_to_json(f)::text FROM cinnox.fact_sent_campaign f) rows"
+            )
+        ).scalar()
+    assert dump
+    assert TOKEN not in dump
+
+
+def test_a_refused_token_fails_the_run_naming_the_variable_not_the_token(
+    run_range: Callable[..., dg.ExecuteInProcessResult], environment: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CINNOX_TOKEN_SIM_APP_1", "revoked-token-0000")
+    result = run_range("2026-06-14", "2026-06-14")
+    assert not result.success
+    failure = next(e for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_FAILURE)
+    message = failure.step_failure_data.error.message if failure.step_failure_data.error else ""
+    assert "HTTP 401" in message
+    assert "CINNOX_TOKEN_SIM_APP_1" in message
+    assert APP in message
+    assert "revoked-token-0000" not in str([str(e) for e in result.all_events])
+    # A refused token is not retried: one attempt, no RetryPolicy round.
+    assert not [e for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_UP_FOR_RETRY]
+
+
+def test_checks_fail_on_bad_rows(
+    run_range: Callable[..., dg.ExecuteInProcessResult],
+    create_database: Callable[[], str],
+    environment: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A database of its own: this test breaks the schema's own guard to plant a duplicate.
+    url = create_database()
+    engine = create_warehouse_engine(url)
+    upgrade_to_head(engine)
+    monkeypatch.setenv("DATABASE_URL", url)
+    assert run_range("2026-06-14", "2026-06-14").success
+    with engine.begin() as conn:
+        conn.execute(
+            text("ALTER TABLE cinnox.fact_sent_campaign DROP CONSTRAINT uq_fact_sent_campaign_app_key_campaign_id")
+        )
+        conn.execute(
+            text(
+                "INSERT INTO cinnox.fact_sent_campaign"
+                " (app_key, campaign_id, sent_at, sent_date_key, channel_key, sender_key, delivered)"
+                " SELECT app_key, campaign_id, sent_at, sent_date_key, channel_key, sender_key, -1"
+                " FROM cinnox.fact_sent_campaign ORDER BY campaign_id LIMIT 1"
+            )
+        )
+    checks_only = dg.define_asset_job("checks_only", selection=dg.AssetSelection.checks_for_assets(KEY))
+    defs = dg.Definitions.merge(
+        build_definitions({**environment, "DATABASE_URL": url}), dg.Definitions(jobs=[checks_only])
+    )
+    result = defs.resolve_job_def("checks_only").execute_in_process(raise_on_error=False)
+    evaluations = {c.check_name: c for c in result.get_asset_check_evaluations()}
+    assert not evaluations["unique_campaign_ids"].passed
+    assert not evaluations["non_negative_counters"].passed
+    assert evaluations["non_negative_counters"].metadata["violations"].value == 1
+    engine.dispose()
