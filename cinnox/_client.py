@@ -27,7 +27,8 @@ class _AppTokenAuth(httpx.Auth):
 
     def __init__(self, header: str, scheme: str, token: str) -> None:
         self._header = header
-        self._value = f"{scheme} {token}" if scheme else token
+        # An empty scheme, or "none", sends the bare token (some gateways want no "Bearer").
+        self._value = f"{scheme} {token}" if scheme and scheme.lower() != "none" else token
 
     def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
         request.headers[self._header] = self._value
