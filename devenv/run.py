@@ -13,6 +13,7 @@ import logging
 import os
 import sys
 from datetime import UTC, datetime
+from urllib.parse import unquote
 
 import dagster as dg
 from sqlalchemy import Engine
@@ -121,7 +122,8 @@ def _summary_table(engine: Engine) -> str:
 def _how_to_connect(stack: LocalStack) -> str:
     if stack.embedded_database:
         return (
-            f"Query it: `make psql` (or: psql '{libpq_url(stack.database_url)}').\n"
+            # Unquoted for reading: the socket folder is a path, and psql takes it as it is.
+            f"Query it: `make psql` (or: psql '{unquote(libpq_url(stack.database_url))}').\n"
             "Browse runs and assets: `make dev`, then http://127.0.0.1:3000. Stop the embedded server: `make stop`."
         )
     return 'Query it with psql "$DATABASE_URL". Browse runs and assets: `make dev`, then http://127.0.0.1:3000.'
