@@ -9,7 +9,9 @@ INSTALLED := $(VENV)/.installed
 
 export DAGSTER_HOME ?= $(CURDIR)
 
-.PHONY: install run test dev psql stop migrate simulator lint format lock validate clean
+RECORDS ?= 100000
+
+.PHONY: install run test dev psql stop simulator lint format lock validate bench clean
 
 $(INSTALLED): requirements.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +39,9 @@ stop: $(INSTALLED) ## stop the embedded PostgreSQL
 
 simulator: $(INSTALLED) ## the CINNOX simulator alone, on port 8765
 	$(BIN)/python -m cinnox.simulator --port 8765
+
+bench: $(INSTALLED) ## load benchmark against plain COPY (RECORDS=1000000 for a million)
+	$(BIN)/python -m bench.load --records $(RECORDS)
 
 validate: $(INSTALLED) ## check the Dagster code location loads
 	$(BIN)/dagster definitions validate -w workspace.yaml
