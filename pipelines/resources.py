@@ -8,7 +8,7 @@ from dataclasses import replace
 from typing import Any
 
 import dagster as dg
-from pydantic import PrivateAttr
+from pydantic import Field, PrivateAttr
 from sqlalchemy import Engine
 
 from cinnox import SENT_CAMPAIGNS_SUMMARY, CinnoxClient, Page, RetryPolicy, Window
@@ -22,7 +22,7 @@ class CinnoxAppToken(dg.Config):
     """The App Token of one CINNOX app; set it with `EnvVar`, never as a literal."""
 
     app_id: str
-    token: str
+    token: str = Field(repr=False, description="The App Token; from an environment variable, never a literal.")
     token_env_var: str = ""  # named in errors so the data engineer knows what to fix
 
 

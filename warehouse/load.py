@@ -157,7 +157,6 @@ def _copy_into_stage(conn: Connection, window: Window, pages: Iterable[Page], re
     )
     raw = conn.connection.driver_connection
     assert raw is not None
-    seen: set[str] = set()
     seq = 0
     with raw.cursor() as cursor, cursor.copy(statement) as copy:
         for page in pages:
@@ -171,9 +170,6 @@ def _copy_into_stage(conn: Connection, window: Window, pages: Iterable[Page], re
                     copy.write_row(_rejection_row(seq, staged))
                     continue
                 result.valid += 1
-                if staged.campaign.id in seen:
-                    result.duplicates += 1
-                seen.add(staged.campaign.id)
                 copy.write_row(_campaign_row(seq, staged))
 
 
@@ -255,39 +251,22 @@ def _merge_dimensions(conn: Connection, app_key: int) -> int:
     )
     inserted += _insert_missing(conn, dim_date, [c.name for c in dim_date.columns], calendar)
 
-    dim_staff = table_of(DimStaff)
-    staff = (
-        select(literal(app_key, Integer), stage.c.created_by)
-        .distinct()
-        .where(
-            valid,
-            stage.c.created_by.is_not(None),
-            not_(
-                exists().where(
-                    dim_staff.c.app_key == app_key,
-                    dim_staff.c.staff_name == stage.c.created_by,
-                )
-            ),
+    # Staff (createdBy) and templates (subject): one name per app.
+    for model, name_column, staged in (
+        (DimStaff, "staff_name", stage.c.created_by),
+        (DimTemplate, "subject", stage.c.subject),
+    ):
+        table = table_of(model)
+        names = (
+            select(literal(app_key, Integer), staged)
+            .distinct()
+            .where(
+                valid,
+                staged.is_not(None),
+                not_(exists().where(table.c.app_key == app_key, table.c[name_column] == staged)),
+            )
         )
-    )
-    inserted += _insert_missing(conn, dim_staff, ["app_key", "staff_name"], staff)
-
-    dim_template = table_of(DimTemplate)
-    templates = (
-        select(literal(app_key, Integer), stage.c.subject)
-        .distinct()
-        .where(
-            valid,
-            stage.c.subject.is_not(None),
-            not_(
-                exists().where(
-                    dim_template.c.app_key == app_key,
-                    dim_template.c.subject == stage.c.subject,
-                )
-            ),
-        )
-    )
-    inserted += _insert_missing(conn, dim_template, ["app_key", "subject"], templates)
+        inserted += _insert_missing(conn, table, ["app_key", name_column], names)
 
     dim_sender = table_of(DimSender)
     dim_channel = table_of(DimChannel)
@@ -316,14 +295,7 @@ def _merge_dimensions(conn: Connection, app_key: int) -> int:
             ),
         )
     )
-    sender_columns = [
-        "app_key",
-        "channel_key",
-        "phone",
-        "whatsapp_channel_name",
-        "template_source_name",
-        "sender_eid",
-    ]
+    sender_columns = ["app_key", "channel_key", *(dim.name for dim, _ in pairs)]
     inserted += _insert_missing(conn, dim_sender, sender_columns, senders)
     return inserted
 
@@ -348,6 +320,8 @@ def _merge_fact(conn: Connection, app_key: int, run_id: str | None, result: Load
     distinct_valid = conn.scalar(
         select(func.count(stage.c.campaign_id.distinct())).where(stage.c.reject_reasons.is_(None))
     )
+    # Counted in the database, not in a Python set that would grow with the window.
+    result.duplicates = result.valid - int(distinct_valid or 0)
     result.unchanged = int(distinct_valid or 0) - len(outcomes)
 
 

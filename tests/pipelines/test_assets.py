@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -47,12 +48,12 @@ def environment(cinnox_api: SimulatorServer, warehouse: Engine, warehouse_url: s
 def run_range(environment: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Callable[..., dg.ExecuteInProcessResult]:
     for name, value in environment.items():
         monkeypatch.setenv(name, value)
-    defs = build_definitions(environment)
-    job = defs.resolve_implicit_global_asset_job_def()
 
     def run(
         first: str, last: str, instance: dg.DagsterInstance | None = None, key: dg.AssetKey = KEY
     ) -> dg.ExecuteInProcessResult:
+        # Built per run from the environment as it is then, like a code location reload.
+        job = build_definitions(os.environ).resolve_implicit_global_asset_job_def()
         return job.execute_in_process(
             instance=instance or dg.DagsterInstance.ephemeral(),
             asset_selection=[key],
@@ -199,3 +200,28 @@ def test_checks_fail_on_bad_rows(
     assert not evaluations["non_negative_counters"].passed
     assert evaluations["non_negative_counters"].metadata["violations"].value == 1
     engine.dispose()
+
+
+def test_cinnox_outage_retries_the_whole_step_then_fails_clearly(
+    run_range: Callable[..., dg.ExecuteInProcessResult],
+    cinnox_api: SimulatorServer,
+    warehouse: Engine,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import pipelines.assets
+
+    monkeypatch.setattr(pipelines.assets, "RETRY_SECONDS", 0)  # the real wait is a minute
+    monkeypatch.setenv("CINNOX_MAX_ATTEMPTS", "2")
+    cinnox_api.add_fault(FaultKind.HTTP_500, times=1000)
+    result = run_range("2026-06-14", "2026-06-14")
+    assert not result.success
+    retries = [e for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_UP_FOR_RETRY]
+    assert len(retries) == 2
+    assert len(cinnox_api.requests) == 3 * 2  # three step attempts, two requests each
+    failure = next(e for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_FAILURE)
+    error = failure.step_failure_data.error
+    assert error is not None
+    assert "gave up after 2 attempts" in error.to_string()
+    assert "HTTP 500" in error.to_string()
+    with warehouse.connect() as conn:
+        assert conn.scalar(select(FactSentCampaign.campaign_id).limit(1)) is None
