@@ -41,7 +41,13 @@ def local_stack(environ: MutableMapping[str, str] = os.environ, simulator_port: 
         provided["DATABASE_URL"] = embedded_warehouse_url()
     simulator = None
     if not environ.get("CINNOX_BASE_URL"):
-        simulator = SimulatorServer(port=simulator_port).start()
+        try:
+            simulator = SimulatorServer(port=simulator_port).start()
+        except OSError:
+            if not simulator_port:
+                raise
+            log.warning("port %d is taken; the simulator takes a free one", simulator_port)
+            simulator = SimulatorServer().start()
         provided["CINNOX_BASE_URL"] = simulator.url
         provided["CINNOX_APP_IDS"] = ",".join(DEFAULT_APPS)
         for app_id, token in DEFAULT_APPS.items():

@@ -25,6 +25,7 @@ from warehouse.models import (
     SentCampaignPayload,
     SentCampaignReject,
 )
+from warehouse.reporting import campaign_summary
 
 APP = "sim-app-1"
 WEEK = Window(datetime(2026, 6, 1, tzinfo=UTC), datetime(2026, 6, 8, tzinfo=UTC))
@@ -288,3 +289,21 @@ def test_date_dimension_calendar_columns(warehouse: Engine) -> None:
         "Monday",
         False,
     )
+
+
+def test_campaign_summary_matches_the_records(warehouse: Engine, simulator: SimulatorServer) -> None:
+    load_sent_campaigns(warehouse, APP, WEEK, fetch(simulator))
+    expected = simulator.universe.campaigns(APP, WEEK.start, WEEK.end, simulator.now)
+    rows = {row.channel: row for row in campaign_summary(warehouse)}
+    for channel in ("SMS", "WhatsApp"):
+        records = [r for r in expected if r["channel"] == channel]
+        row = rows[channel]
+        assert (row.app_id, row.campaigns) == (APP, len(records))
+        assert row.recipients == sum(r["totalRecipients"] for r in records)
+        assert row.delivery_rate == pytest.approx(sum(r["delivered"] for r in records) / row.recipients)
+    whatsapp = [r for r in expected if r["channel"] == "WhatsApp"]
+    assert rows["WhatsApp"].read_rate == pytest.approx(
+        sum(r["read"] for r in whatsapp) / sum(r["delivered"] for r in whatsapp)
+    )
+    assert rows["SMS"].read is None
+    assert rows["SMS"].read_rate is None
