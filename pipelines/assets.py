@@ -22,6 +22,14 @@ def sent_campaigns_key(app: AppSettings) -> dg.AssetKey:
 
 
 def build_sent_campaigns_asset(app: AppSettings, partitions: dg.PartitionsDefinition) -> dg.AssetsDefinition:
+    with warnings.catch_warnings():
+        # backfill_policy is marked beta in Dagster 1.13; it is the documented way to get
+        # single-run backfills, and the pinned version is tested here.
+        warnings.simplefilter("ignore", dg.BetaWarning)
+        return _sent_campaigns_asset(app, partitions)
+
+
+def _sent_campaigns_asset(app: AppSettings, partitions: dg.PartitionsDefinition) -> dg.AssetsDefinition:
     @dg.asset(
         key=sent_campaigns_key(app),
         partitions_def=partitions,
@@ -115,9 +123,4 @@ def _metadata(window: Window, stats: ExtractionStats, result: LoadResult, second
 
 
 def build_asset_definitions(settings: PipelineSettings, partitions: dg.PartitionsDefinition) -> dg.Definitions:
-    with warnings.catch_warnings():
-        # backfill_policy is marked beta in Dagster 1.13; it is the documented way to get
-        # single-run backfills, and the pinned version is tested here.
-        warnings.simplefilter("ignore", dg.BetaWarning)
-        assets = [build_sent_campaigns_asset(app, partitions) for app in settings.apps]
-    return dg.Definitions(assets=assets)
+    return dg.Definitions(assets=[build_sent_campaigns_asset(app, partitions) for app in settings.apps])

@@ -13,8 +13,12 @@ import pytest
 from sqlalchemy import Engine, select, text
 
 from cinnox.simulator import FaultKind, SimulatorServer
+from pipelines.assets import build_sent_campaigns_asset
+from pipelines.checks import build_checks
 from pipelines.definitions import build_definitions
-from pipelines.partitions import range_tags
+from pipelines.partitions import range_tags, send_date_partitions
+from pipelines.resources import build_resources
+from pipelines.settings import PipelineSettings
 from warehouse.db import create_warehouse_engine
 from warehouse.migrate import upgrade_to_head
 from warehouse.models import FactSentCampaign
@@ -225,3 +229,20 @@ def test_cinnox_outage_retries_the_whole_step_then_fails_clearly(
     assert "HTTP 500" in error.to_string()
     with warehouse.connect() as conn:
         assert conn.scalar(select(FactSentCampaign.campaign_id).limit(1)) is None
+
+
+def test_one_partition_with_materialize(
+    environment: dict[str, str], cinnox_api: SimulatorServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    settings = PipelineSettings.from_env(environment)
+    app = settings.apps[0]
+    asset = build_sent_campaigns_asset(app, send_date_partitions(settings.partitions_start))
+    resources = build_resources(settings, environment).resources or {}
+    result = dg.materialize([asset, *build_checks(app)], resources=resources, partition_key="2026-06-14")
+    assert result.success
+    day = datetime(2026, 6, 14, tzinfo=UTC)
+    expected = cinnox_api.universe.campaigns(APP, day, day.replace(day=15), NOW)
+    assert metadata(result)["inserted"] == len(expected)
+    assert [c.passed for c in result.get_asset_check_evaluations()] == [True, True]
