@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import subprocess
 from pathlib import Path
 
 import psycopg
+from pgserver._commands import POSTGRES_BIN_PATH
 from pgserver.postgres_server import PostgresServer, get_server
 from psycopg import sql
 
@@ -49,5 +51,14 @@ def stop_embedded_postgres(folder: Path | None = None) -> bool:
     folder = folder or data_dir()
     if not (folder / "postmaster.pid").exists():
         return False
-    get_server(folder, cleanup_mode="stop").cleanup()
-    return True
+    # pg_ctl directly: pgserver's own cleanup only stops a server when no other process (or
+    # earlier handle in this one) still holds it, which is exactly when `make stop` is not needed.
+    # As root, pgserver runs the server as its own `pgserver` user, so pg_ctl must too.
+    user = "pgserver" if hasattr(os, "geteuid") and os.geteuid() == 0 else None
+    command = [str(POSTGRES_BIN_PATH / "pg_ctl"), "-D", str(folder), "-w", "-m", "fast", "stop"]
+    done = subprocess.run(command, user=user, capture_output=True, text=True, check=False)
+    if done.returncode == 0:
+        return True
+    if not (folder / "postmaster.pid").exists():  # a stale pid file of a server that had died
+        return False
+    raise RuntimeError(f"could not stop the embedded PostgreSQL in {folder}: {done.stderr.strip()}")

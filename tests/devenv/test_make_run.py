@@ -29,7 +29,8 @@ def clean_env(tmp_path: Path) -> Iterator[dict[str, str]]:
     env["DAGSTER_HOME"] = str(tmp_path / "dagster")
     (tmp_path / "dagster").mkdir()
     yield env
-    stop_embedded_postgres(tmp_path / "pgdata")
+    assert stop_embedded_postgres(tmp_path / "pgdata") is (tmp_path / "pgdata" / "PG_VERSION").exists()
+    assert not (tmp_path / "pgdata" / "postmaster.pid").exists()  # `make stop` really stops it
 
 
 def make_run(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
