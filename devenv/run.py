@@ -30,7 +30,7 @@ from warehouse.migrate import upgrade_to_head
 from warehouse.reporting import campaign_summary
 
 # Dagster's console logger at INFO: the asset's own progress lines, not every step event.
-_QUIET = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
+_PROGRESS_LOGGING = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -67,7 +67,7 @@ def _run(stack: LocalStack, days: int) -> int:
         for app in settings.apps:
             key = sent_campaigns_key(app)
             result = job.execute_in_process(
-                run_config=_QUIET,
+                run_config=_PROGRESS_LOGGING,
                 instance=instance,
                 asset_selection=[key],
                 tags=range_tags(keys[0], keys[-1]),

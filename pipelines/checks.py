@@ -5,7 +5,7 @@ import dagster as dg
 from pipelines.assets import sent_campaigns_key
 from pipelines.resources import WarehouseResource
 from pipelines.settings import AppSettings, PipelineSettings
-from warehouse.quality import CheckOutcome
+from warehouse.quality import CheckOutcome, duplicate_campaign_keys, negative_counters
 
 
 def _result(outcome: CheckOutcome, what: str) -> dg.AssetCheckResult:
@@ -30,7 +30,7 @@ def build_checks(app: AppSettings) -> list[dg.AssetChecksDefinition]:
         blocking=True,
     )
     def unique_campaign_ids(warehouse: WarehouseResource) -> dg.AssetCheckResult:
-        return _result(warehouse.check_unique_campaigns(app.app_id), "share their id with another row")
+        return _result(duplicate_campaign_keys(warehouse.engine, app.app_id), "share their id with another row")
 
     @dg.asset_check(
         asset=key,
@@ -38,7 +38,7 @@ def build_checks(app: AppSettings) -> list[dg.AssetChecksDefinition]:
         description="No counter (recipients, delivered, read, replied, pending, failed) is below zero.",
     )
     def non_negative_counters(warehouse: WarehouseResource) -> dg.AssetCheckResult:
-        return _result(warehouse.check_non_negative_counters(app.app_id), "have a negative counter")
+        return _result(negative_counters(warehouse.engine, app.app_id), "have a negative counter")
 
     return [unique_campaign_ids, non_negative_counters]
 

@@ -13,7 +13,6 @@ from sqlalchemy import Engine
 
 from cinnox import SENT_CAMPAIGNS_SUMMARY, CinnoxClient, Page, RetryPolicy, Window
 from pipelines.settings import PipelineSettings
-from warehouse import quality
 from warehouse.db import create_warehouse_engine
 from warehouse.load import LoadResult, load_sent_campaigns
 
@@ -89,12 +88,6 @@ class WarehouseResource(dg.ConfigurableResource):  # type: ignore[type-arg]
 
     def load_sent_campaigns(self, app_id: str, window: Window, pages: Iterable[Page], run_id: str | None) -> LoadResult:
         return load_sent_campaigns(self.engine, app_id, window, pages, run_id=run_id)
-
-    def check_unique_campaigns(self, app_id: str) -> quality.CheckOutcome:
-        return quality.duplicate_campaign_keys(self.engine, app_id)
-
-    def check_non_negative_counters(self, app_id: str) -> quality.CheckOutcome:
-        return quality.negative_counters(self.engine, app_id)
 
 
 # Optional settings: resource field -> (environment variable, is it a whole number).
