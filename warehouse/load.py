@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import UTC, timedelta
 from typing import Any
 
 from psycopg import sql
@@ -21,24 +22,28 @@ from sqlalchemy import (
     Date,
     Engine,
     Integer,
+    Interval,
     LargeBinary,
     MetaData,
     Table,
     Text,
     and_,
+    case,
     exists,
     extract,
     func,
     literal,
     literal_column,
     not_,
+    null,
     or_,
     select,
     text,
     tuple_,
+    union,
 )
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB, TIMESTAMP, distinct_on, insert
-from sqlalchemy.sql.dml import ReturningInsert
+from sqlalchemy.sql import Select
 
 from cinnox import Page, Window
 from warehouse.models import (
@@ -50,6 +55,7 @@ from warehouse.models import (
     DimStaff,
     DimTemplate,
     FactSentCampaign,
+    FactSentCampaignSnapshot,
     SentCampaignPayload,
     SentCampaignReject,
     table_of,
@@ -102,6 +108,8 @@ _FACT_VALUES = (
     "campaign_name",
     *COUNTER_COLUMNS,
 )
+# What decides whether a fact row is rewritten: CINNOX's values and whether they have settled.
+_TRACKED = (*_FACT_VALUES, "settled_at")
 
 
 @dataclass(slots=True)
@@ -118,7 +126,22 @@ class LoadResult:
     raw_versions_inserted: int = 0
     rejects_inserted: int = 0
     dimension_rows_inserted: int = 0
+    snapshots_inserted: int = 0  # campaigns whose counters were seen to change (new ones included)
     reject_reasons: Counter[str] = field(default_factory=Counter)
+
+
+@dataclass(frozen=True, slots=True)
+class SettlePolicy:
+    """When a campaign's counters count as final (fact_sent_campaign.settled_at).
+
+    Complete counters (nothing pending; delivered + failed cover every recipient where the
+    channel reports failures) that have not changed for `quiet`, or that are complete when
+    first seen at least `final_age` after the send: a backfill of old days settles at once
+    instead of waiting for a second read that the refresh window would never make.
+    """
+
+    quiet: timedelta = timedelta(hours=48)
+    final_age: timedelta = timedelta(days=30)
 
 
 def load_sent_campaigns(
@@ -128,6 +151,7 @@ def load_sent_campaigns(
     pages: Iterable[Page],
     *,
     run_id: str | None = None,
+    settle: SettlePolicy = SettlePolicy(),
 ) -> LoadResult:
     """Stream `pages` for one app and window into the warehouse in a single transaction.
 
@@ -143,8 +167,8 @@ def load_sent_campaigns(
         # A temp table has no statistics until analysed; the merges' join plans need them.
         conn.execute(text("ANALYZE stage_sent_campaign"))
         app_key = _ensure_app(conn, app_id)
-        result.dimension_rows_inserted = _merge_dimensions(conn, app_key)
-        _merge_fact(conn, app_key, run_id, result)
+        result.dimension_rows_inserted = _merge_dimensions(conn, app_key, window)
+        _merge_fact(conn, app_key, run_id, settle, result)
         result.raw_versions_inserted = _insert_raw_versions(conn, app_id, run_id)
         result.rejects_inserted = _insert_rejects(conn, app_id, window, run_id)
     return result
@@ -226,32 +250,13 @@ def _ensure_app(conn: Connection, app_id: str) -> int:
     return int(key)
 
 
-def _merge_dimensions(conn: Connection, app_key: int) -> int:
-    """Insert the dimension rows the stage needs and the warehouse lacks; nothing else."""
+def _merge_dimensions(conn: Connection, app_key: int, window: Window) -> int:
+    """Insert the dimension rows the stage needs and the warehouse lacks; version senders."""
     valid = stage.c.reject_reasons.is_(None)
-    inserted = 0
+    inserted = _insert_missing_days(conn, window)
 
-    dim_date = table_of(DimDate)
-    day = stage.c.sent_date
-    new_days = select(day).distinct().where(valid, not_(exists().where(dim_date.c.calendar_date == day))).subquery()
-    d = new_days.c.sent_date
-    calendar = select(
-        func.to_char(d, "YYYYMMDD").cast(Integer),
-        d,
-        extract("year", d),
-        extract("quarter", d),
-        extract("month", d),
-        func.to_char(d, "FMMonth"),
-        extract("day", d),
-        extract("isoyear", d),
-        extract("week", d),
-        extract("isodow", d),
-        func.to_char(d, "FMDay"),
-        extract("isodow", d) >= 6,
-    )
-    inserted += _insert_missing(conn, dim_date, [c.name for c in dim_date.columns], calendar)
-
-    # Staff (createdBy) and templates (subject): one name per app.
+    # Staff (createdBy) and templates (subject): one name per app. A name is all either has,
+    # so there is nothing that could change and no history to keep.
     for model, name_column, staged in (
         (DimStaff, "staff_name", stage.c.created_by),
         (DimTemplate, "subject", stage.c.subject),
@@ -267,37 +272,156 @@ def _merge_dimensions(conn: Connection, app_key: int) -> int:
             )
         )
         inserted += _insert_missing(conn, table, ["app_key", name_column], names)
+    return inserted + _merge_sender_versions(conn, app_key)
 
+
+def _insert_missing_days(conn: Connection, window: Window) -> int:
+    """Every day of the window, campaigns or not, so BI tools see a calendar without gaps."""
+    dim_date = table_of(DimDate)
+    first_day = window.start.astimezone(UTC).date()
+    last_day = (window.end - timedelta(microseconds=1)).astimezone(UTC).date()
+    series = func.generate_series(
+        literal(first_day, Date), literal(last_day, Date), literal(timedelta(days=1), Interval)
+    ).column_valued("day")
+    window_days = select(series.cast(Date).label("day"))
+    # A record dated outside its window (CINNOX's clock, or a widened window) still needs its day.
+    staged_days = select(stage.c.sent_date.label("day")).where(stage.c.reject_reasons.is_(None))
+    days = union(window_days, staged_days).subquery("days")
+    d = days.c.day
+    calendar = select(
+        func.to_char(d, "YYYYMMDD").cast(Integer),
+        d,
+        extract("year", d),
+        extract("quarter", d),
+        extract("month", d),
+        func.to_char(d, "FMMonth"),
+        extract("day", d),
+        extract("isoyear", d),
+        extract("week", d),
+        extract("isodow", d),
+        func.to_char(d, "FMDay"),
+        extract("isodow", d) >= 6,
+        func.date_trunc("week", d).cast(Date),
+        func.date_trunc("month", d).cast(Date),
+    ).where(d.is_not(None), not_(exists().where(dim_date.c.calendar_date == d)))
+    return _insert_missing(conn, dim_date, [c.name for c in dim_date.columns], calendar)
+
+
+def _merge_sender_versions(conn: Connection, app_key: int) -> int:
+    """Type-2 senders: a sender is its phone and senderEID per channel; a new channel name or
+    template source is a new version, valid from the first send seen with it to the next
+    version's first send. Writes only where a version or its validity changes."""
     dim_sender = table_of(DimSender)
     dim_channel = table_of(DimChannel)
-    pairs = [
-        (dim_sender.c.phone, stage.c.sender_phone),
-        (dim_sender.c.whatsapp_channel_name, stage.c.sender_channel_name),
-        (dim_sender.c.template_source_name, stage.c.sender_source_name),
-        (dim_sender.c.sender_eid, stage.c.sender_eid),
-    ]
-    senders = (
+    staged = (
         select(
-            literal(app_key, Integer),
             dim_channel.c.channel_key,
-            *(staged for _, staged in pairs),
+            stage.c.sender_phone,
+            stage.c.sender_channel_name,
+            stage.c.sender_source_name,
+            stage.c.sender_eid,
+            func.min(stage.c.sent_at).label("first_sent"),
         )
-        .distinct()
         .join_from(stage, dim_channel, dim_channel.c.channel == stage.c.channel)
+        .where(stage.c.reject_reasons.is_(None))
+        .group_by(
+            dim_channel.c.channel_key,
+            stage.c.sender_phone,
+            stage.c.sender_channel_name,
+            stage.c.sender_source_name,
+            stage.c.sender_eid,
+        )
+        .subquery("staged_senders")
+    )
+    same_version = and_(
+        dim_sender.c.app_key == app_key,
+        dim_sender.c.channel_key == staged.c.channel_key,
+        _sender_identity(
+            dim_sender.c.phone,
+            dim_sender.c.whatsapp_channel_name,
+            dim_sender.c.template_source_name,
+            dim_sender.c.sender_eid,
+        )
+        == _sender_identity(
+            staged.c.sender_phone,
+            staged.c.sender_channel_name,
+            staged.c.sender_source_name,
+            staged.c.sender_eid,
+        ),
+    )
+    new_versions = select(
+        literal(app_key, Integer),
+        staged.c.channel_key,
+        staged.c.sender_phone,
+        staged.c.sender_channel_name,
+        staged.c.sender_source_name,
+        staged.c.sender_eid,
+        staged.c.first_sent,
+    ).where(not_(exists().where(same_version)))
+    columns = ["app_key", "channel_key", "phone", "whatsapp_channel_name", "template_source_name", "sender_eid"]
+    inserted = _insert_missing(conn, dim_sender, [*columns, "valid_from"], new_versions)
+    # A backfill can reveal an earlier send of a version already known.
+    earlier = (
+        dim_sender.update()
+        .values(valid_from=staged.c.first_sent)
         .where(
-            valid,
-            not_(
-                exists().where(
-                    dim_sender.c.app_key == app_key,
-                    dim_sender.c.channel_key == dim_channel.c.channel_key,
-                    *(dim.is_not_distinct_from(staged) for dim, staged in pairs),
-                )
+            same_version,
+            or_(dim_sender.c.valid_from.is_(None), staged.c.first_sent < dim_sender.c.valid_from),
+        )
+    )
+    moved = conn.execute(earlier.execution_options(preserve_rowcount=True)).rowcount
+    if inserted or moved:
+        _recompute_sender_validity(conn, app_key)
+    return inserted
+
+
+def _recompute_sender_validity(conn: Connection, app_key: int) -> None:
+    """valid_to, is_current and the durable key of every version of the app's senders that the
+    stage touched, from the versions' valid_from order."""
+    dim_sender = table_of(DimSender)
+    natural_key = (dim_sender.c.channel_key, dim_sender.c.phone, dim_sender.c.sender_eid)
+    in_stage = exists().where(
+        stage.c.reject_reasons.is_(None),
+        stage.c.sender_phone.is_not_distinct_from(dim_sender.c.phone),
+        stage.c.sender_eid.is_not_distinct_from(dim_sender.c.sender_eid),
+    )
+    touched = select(*natural_key).distinct().where(dim_sender.c.app_key == app_key, in_stage).subquery("touched")
+    versions = dim_sender.alias("versions")
+    ordered = (
+        select(
+            versions.c.sender_key,
+            func.min(versions.c.sender_key)
+            .over(partition_by=[versions.c.channel_key, versions.c.phone, versions.c.sender_eid])
+            .label("durable_sender_key"),
+            func.lead(versions.c.valid_from)
+            .over(
+                partition_by=[versions.c.channel_key, versions.c.phone, versions.c.sender_eid],
+                order_by=[versions.c.valid_from.asc().nulls_last(), versions.c.sender_key],
+            )
+            .label("valid_to"),
+        )
+        .join(
+            touched,
+            and_(
+                touched.c.channel_key == versions.c.channel_key,
+                touched.c.phone.is_not_distinct_from(versions.c.phone),
+                touched.c.sender_eid.is_not_distinct_from(versions.c.sender_eid),
+            ),
+        )
+        .where(versions.c.app_key == app_key)
+        .subquery("ordered")
+    )
+    is_current = ordered.c.valid_to.is_(None)
+    conn.execute(
+        dim_sender.update()
+        .values(durable_sender_key=ordered.c.durable_sender_key, valid_to=ordered.c.valid_to, is_current=is_current)
+        .where(
+            dim_sender.c.sender_key == ordered.c.sender_key,
+            tuple_(dim_sender.c.durable_sender_key, dim_sender.c.valid_to, dim_sender.c.is_current).is_distinct_from(
+                tuple_(ordered.c.durable_sender_key, ordered.c.valid_to, is_current)
             ),
         )
     )
-    sender_columns = ["app_key", "channel_key", *(dim.name for dim, _ in pairs)]
-    inserted += _insert_missing(conn, dim_sender, sender_columns, senders)
-    return inserted
 
 
 def _insert_missing(conn: Connection, table: Table, columns: list[str], rows: object) -> int:
@@ -313,22 +437,25 @@ def _sender_identity(*attributes: ColumnElement[Any]) -> ColumnElement[Any]:
     return func.jsonb_build_array(*attributes)
 
 
-def _merge_fact(conn: Connection, app_key: int, run_id: str | None, result: LoadResult) -> None:
-    outcomes = conn.execute(fact_upsert(app_key, run_id)).scalars().all()
-    result.inserted = sum(1 for fresh in outcomes if fresh)
-    result.updated = len(outcomes) - result.inserted
+def _merge_fact(conn: Connection, app_key: int, run_id: str | None, settle: SettlePolicy, result: LoadResult) -> None:
+    inserted, upserted, snapshots = (int(n) for n in conn.execute(fact_merge(app_key, run_id, settle)).one())
+    result.inserted = inserted
+    result.updated = upserted - inserted
+    result.snapshots_inserted = snapshots
     distinct_valid = conn.scalar(
         select(func.count(stage.c.campaign_id.distinct())).where(stage.c.reject_reasons.is_(None))
     )
     # Counted in the database, not in a Python set that would grow with the window.
     result.duplicates = result.valid - int(distinct_valid or 0)
-    result.unchanged = int(distinct_valid or 0) - len(outcomes)
+    result.unchanged = int(distinct_valid or 0) - upserted
 
 
-def fact_upsert(app_key: int, run_id: str | None) -> ReturningInsert[tuple[bool]]:
-    """The fact merge: staged campaigns, resolved to dimension keys, inserted or updated only
-    where a value differs; RETURNING tells inserts from updates."""
+def fact_merge(app_key: int, run_id: str | None, settle: SettlePolicy) -> Select[Any]:
+    """The fact merge, one statement: staged campaigns resolved to dimension keys, inserted or
+    updated only where a value differs, and a snapshot row for each whose counters changed.
+    Returns (inserted, inserted + updated, snapshots inserted)."""
     fact = table_of(FactSentCampaign)
+    snapshot = table_of(FactSentCampaignSnapshot)
     dim_channel = table_of(DimChannel)
     dim_sender = table_of(DimSender)
     dim_staff = table_of(DimStaff)
@@ -348,6 +475,7 @@ def fact_upsert(app_key: int, run_id: str | None) -> ReturningInsert[tuple[bool]
         select(
             literal(app_key, Integer).label("app_key"),
             latest.c.campaign_id,
+            latest.c.extracted_at.label("observed_at"),
             latest.c.sent_at,
             dim_date.c.date_key.label("sent_date_key"),
             dim_channel.c.channel_key,
@@ -396,10 +524,45 @@ def fact_upsert(app_key: int, run_id: str | None) -> ReturningInsert[tuple[bool]
         .subquery("incoming")
     )
     current = fact.alias("current")
-    changed_or_new = (
+    is_new = current.c.sent_campaign_key.is_(None)
+    counters_changed = or_(
+        is_new,
+        tuple_(*(current.c[n] for n in COUNTER_COLUMNS)).is_distinct_from(
+            tuple_(*(incoming.c[n] for n in COUNTER_COLUMNS))
+        ),
+    )
+    observed_at = incoming.c.observed_at
+    changed_at = case((counters_changed, observed_at), else_=current.c.counters_changed_at)
+    complete = and_(
+        func.coalesce(incoming.c.pending, 0) == 0,
+        or_(
+            incoming.c.failed.is_(None),  # SMS reports no failures: nothing to reconcile
+            incoming.c.delivered + incoming.c.failed >= incoming.c.total_recipients,
+        ),
+    )
+    settled_at = case(
+        (and_(not_(counters_changed), current.c.settled_at.is_not(None)), current.c.settled_at),
+        (
+            and_(
+                complete,
+                or_(
+                    observed_at - incoming.c.sent_at >= literal(settle.final_age, Interval),
+                    observed_at - changed_at >= literal(settle.quiet, Interval),
+                ),
+            ),
+            observed_at,
+        ),
+        else_=null(),
+    )
+    candidates = (
         select(
             *(incoming.c[name] for name in ("app_key", "campaign_id", *_FACT_VALUES)),
-            literal(run_id, Text),
+            changed_at.label("counters_changed_at"),
+            settled_at.label("settled_at"),
+            literal(run_id, Text).label("last_dagster_run_id"),
+            counters_changed.label("counters_changed"),
+            observed_at,
+            is_new.label("is_new"),
         )
         .select_from(incoming)
         .outerjoin(
@@ -409,26 +572,68 @@ def fact_upsert(app_key: int, run_id: str | None) -> ReturningInsert[tuple[bool]
                 current.c.campaign_id == incoming.c.campaign_id,
             ),
         )
+        .subquery("candidates")
+    )
+    changed = (
+        select(candidates)
         .where(
             or_(
-                current.c.sent_campaign_key.is_(None),
-                tuple_(*(current.c[n] for n in _FACT_VALUES)).is_distinct_from(
-                    tuple_(*(incoming.c[n] for n in _FACT_VALUES))
+                candidates.c.is_new,
+                candidates.c.counters_changed,
+                # The row as it is against the row as it would be: descriptive values, settling.
+                tuple_(*(current.c[n] for n in _TRACKED)).is_distinct_from(
+                    tuple_(*(candidates.c[n] for n in _TRACKED))
                 ),
             )
         )
+        .outerjoin(
+            current,
+            and_(current.c.app_key == app_key, current.c.campaign_id == candidates.c.campaign_id),
+        )
+        .cte("changed")
     )
-    upsert = insert(fact).from_select(["app_key", "campaign_id", *_FACT_VALUES, "last_dagster_run_id"], changed_or_new)
+    written = ["app_key", "campaign_id", *_TRACKED, "counters_changed_at", "last_dagster_run_id"]
+    upsert = insert(fact).from_select(written, select(*(changed.c[n] for n in written)))
     excluded = upsert.excluded
-    return upsert.on_conflict_do_update(
-        index_elements=[fact.c.app_key, fact.c.campaign_id],
-        set_={
-            **{name: excluded[name] for name in _FACT_VALUES},
-            "last_changed_at": func.now(),
-            "last_dagster_run_id": excluded.last_dagster_run_id,
-        },
-        where=tuple_(*(fact.c[n] for n in _FACT_VALUES)).is_distinct_from(tuple_(*(excluded[n] for n in _FACT_VALUES))),
-    ).returning(_WAS_INSERTED)
+    upserted = (
+        upsert.on_conflict_do_update(
+            index_elements=[fact.c.app_key, fact.c.campaign_id],
+            set_={
+                **{name: excluded[name] for name in (*_TRACKED, "counters_changed_at")},
+                "last_changed_at": func.now(),
+                "last_dagster_run_id": excluded.last_dagster_run_id,
+            },
+            where=tuple_(*(fact.c[n] for n in _TRACKED)).is_distinct_from(tuple_(*(excluded[n] for n in _TRACKED))),
+        )
+        .returning(fact.c.sent_campaign_key, fact.c.campaign_id, _WAS_INSERTED)
+        .cte("upserted")
+    )
+    counters = ("sent_campaign_key", "observed_at", *COUNTER_COLUMNS, "dagster_run_id")
+    snapshot_insert = insert(snapshot).from_select(
+        counters,
+        select(
+            upserted.c.sent_campaign_key,
+            changed.c.observed_at,
+            *(changed.c[n] for n in COUNTER_COLUMNS),
+            changed.c.last_dagster_run_id,
+        )
+        .join_from(upserted, changed, changed.c.campaign_id == upserted.c.campaign_id)
+        .where(changed.c.counters_changed),
+    )
+    snapshots = (
+        snapshot_insert.on_conflict_do_update(
+            # Two loads of pages fetched at the same instant: the later load's counters stand.
+            index_elements=[snapshot.c.sent_campaign_key, snapshot.c.observed_at],
+            set_={name: snapshot_insert.excluded[name] for name in (*COUNTER_COLUMNS, "dagster_run_id")},
+        )
+        .returning(snapshot.c.sent_campaign_key)
+        .cte("snapshots")
+    )
+    return select(
+        select(func.count()).select_from(upserted).where(upserted.c.inserted).scalar_subquery(),
+        select(func.count()).select_from(upserted).scalar_subquery(),
+        select(func.count()).select_from(snapshots).scalar_subquery(),
+    )
 
 
 def _insert_raw_versions(conn: Connection, app_id: str, run_id: str | None) -> int:

@@ -30,7 +30,8 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 RAW_SCHEMA = "cinnox_raw"
 STAR_SCHEMA = "cinnox"
-SCHEMAS = (RAW_SCHEMA, STAR_SCHEMA)
+MART_SCHEMA = "cinnox_mart"  # views only, defined in the migrations (docs/warehouse.md)
+SCHEMAS = (RAW_SCHEMA, STAR_SCHEMA, MART_SCHEMA)
 
 # Constraint names are fixed by a convention, not left to PostgreSQL, so migrations can
 # name them when they alter or drop them and `alembic check` compares like with like.
@@ -155,6 +156,8 @@ class DimDate(Base):
     )
     day_name: Mapped[str] = mapped_column(Text, comment="Day name in English, e.g. Monday.")
     is_weekend: Mapped[bool] = mapped_column(Boolean, comment="True on Saturday and Sunday.")
+    iso_week_start: Mapped[date] = mapped_column(comment="Monday of the ISO week: group by it for weekly figures.")
+    month_start: Mapped[date] = mapped_column(comment="First day of the month: group by it for monthly figures.")
 
 
 class DimStaff(Base):
@@ -203,8 +206,9 @@ class DimSender(Base):
         ),
         {
             "schema": STAR_SCHEMA,
-            "comment": "Senders: each distinct combination of the record's sender attributes, per app and "
-            "channel. A renamed WhatsApp channel is a new row; old campaigns keep pointing at the old one.",
+            "comment": "Senders, type 2: one row per version of a sender's attributes, per app and channel. "
+            "A sender is its phone and staff (senderEID); a renamed WhatsApp channel or a new template source "
+            "is a new version, valid from its first send; campaigns point at the version they were sent with.",
         },
     )
 
@@ -224,6 +228,20 @@ class DimSender(Base):
     sender_eid: Mapped[str | None] = mapped_column(
         Text,
         comment="sender.senderEID: unique ID of the staff who sent it; NULL for WhatsApp.",
+    )
+    durable_sender_key: Mapped[int | None] = mapped_column(
+        Integer,
+        comment="The sender across all its versions: the sender_key of the version loaded first. Group by "
+        "it to follow one sender through renames.",
+    )
+    valid_from: Mapped[datetime | None] = mapped_column(
+        Timestamp, comment="Send time of the first campaign seen with this version (inclusive)."
+    )
+    valid_to: Mapped[datetime | None] = mapped_column(
+        Timestamp, comment="When the next version took over (exclusive); NULL for the current version."
+    )
+    is_current: Mapped[bool] = mapped_column(
+        Boolean, server_default="true", comment="True for the sender's newest version."
     )
 
 
@@ -277,6 +295,45 @@ class FactSentCampaign(Base):
         comment="When a value in this row last changed.",
     )
     last_dagster_run_id: Mapped[str | None] = mapped_column(Text, comment="Dagster run that last changed this row.")
+    counters_changed_at: Mapped[datetime] = mapped_column(
+        Timestamp,
+        server_default=func.now(),
+        comment="When CINNOX was last seen reporting different counters (the newest snapshot's observed_at).",
+    )
+    settled_at: Mapped[datetime | None] = mapped_column(
+        Timestamp,
+        comment="When the counters were found settled: nothing pending, delivered + failed cover every "
+        "recipient (where the channel reports failures), and no change for the quiet period or the campaign "
+        "past the final age. NULL while they may still change; cleared if they change again.",
+    )
+
+
+class FactSentCampaignSnapshot(Base):
+    __tablename__ = "fact_sent_campaign_snapshot"
+    __table_args__: Any = {
+        "schema": STAR_SCHEMA,
+        "comment": "Counter history: one row each time a campaign's counters were seen to change (the first "
+        "sighting included), never on a refresh that saw no change. Carry a row forward until the next one "
+        "to know the counters at any time after the send.",
+    }
+
+    sent_campaign_key: Mapped[int] = mapped_column(
+        ForeignKey(FactSentCampaign.sent_campaign_key),
+        primary_key=True,
+        comment="The campaign (fact_sent_campaign).",
+    )
+    observed_at: Mapped[datetime] = mapped_column(
+        Timestamp, primary_key=True, comment="When CINNOX returned these counters (page fetch time, UTC)."
+    )
+    total_recipients: Mapped[int | None] = mapped_column(Integer, comment="Phone numbers the campaign was sent to.")
+    delivered: Mapped[int | None] = mapped_column(Integer, comment="Messages delivered, as of observed_at.")
+    read: Mapped[int | None] = mapped_column(Integer, comment="Messages read, as of observed_at (WhatsApp only).")
+    replied: Mapped[int | None] = mapped_column(Integer, comment="Replies, as of observed_at (WhatsApp only).")
+    pending: Mapped[int | None] = mapped_column(
+        Integer, comment="Awaiting a delivery receipt, as of observed_at (WhatsApp only)."
+    )
+    failed: Mapped[int | None] = mapped_column(Integer, comment="Failed, as of observed_at (WhatsApp only).")
+    dagster_run_id: Mapped[str | None] = mapped_column(Text, comment="Dagster run that observed the change.")
 
 
 def table_of(model: type[Base]) -> Table:

@@ -278,7 +278,10 @@ def test_date_dimension_calendar_columns(warehouse: Engine) -> None:
     record = {"id": "d", "date": "2026-06-07T23:30:00-05:00", "channel": "SMS"}  # 2026-06-08 04:30 UTC
     load_sent_campaigns(warehouse, APP, Window(WEEK.start, WEEK.end + timedelta(days=1)), [page_of([record])])
     with warehouse.connect() as conn:
-        day = conn.execute(select(DimDate)).one()
+        days = list(conn.scalars(select(DimDate.calendar_date).order_by(DimDate.calendar_date)))
+        day = conn.execute(select(DimDate).where(DimDate.date_key == 20260608)).one()
+    # Every day of the window, with campaigns or not: BI calendars need no gaps.
+    assert [d.isoformat() for d in days] == [f"2026-06-0{n}" for n in range(1, 9)]
     assert day.date_key == 20260608
     assert day.calendar_date.isoformat() == "2026-06-08"
     assert (day.year, day.quarter, day.month, day.month_name, day.day_of_month) == (2026, 2, 6, "June", 8)
@@ -289,6 +292,7 @@ def test_date_dimension_calendar_columns(warehouse: Engine) -> None:
         "Monday",
         False,
     )
+    assert (day.iso_week_start.isoformat(), day.month_start.isoformat()) == ("2026-06-08", "2026-06-01")
 
 
 def test_campaign_summary_matches_the_records(warehouse: Engine, simulator: SimulatorServer) -> None:
