@@ -117,6 +117,7 @@ def _metadata(window: Window, stats: ExtractionStats, result: LoadResult, second
         "raw_versions_inserted": result.raw_versions_inserted,
         "rejects_inserted": result.rejects_inserted,
         "dimension_rows_inserted": result.dimension_rows_inserted,
+        "snapshots_inserted": result.snapshots_inserted,
         "reject_reasons": dg.MetadataValue.json(dict(result.reject_reasons.most_common(20))),
         "seconds": round(seconds, 3),
     }

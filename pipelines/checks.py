@@ -5,7 +5,13 @@ import dagster as dg
 from pipelines.assets import sent_campaigns_key
 from pipelines.resources import WarehouseResource
 from pipelines.settings import AppSettings, PipelineSettings
-from warehouse.quality import CheckOutcome, duplicate_campaign_keys, negative_counters
+from warehouse.quality import (
+    CheckOutcome,
+    RefreshWindowEvidence,
+    duplicate_campaign_keys,
+    negative_counters,
+    refresh_window_evidence,
+)
 
 
 def _result(outcome: CheckOutcome, what: str) -> dg.AssetCheckResult:
@@ -20,7 +26,38 @@ def _result(outcome: CheckOutcome, what: str) -> dg.AssetCheckResult:
     )
 
 
-def build_checks(app: AppSettings) -> list[dg.AssetChecksDefinition]:
+def _evidence_result(evidence: RefreshWindowEvidence) -> dg.AssetCheckResult:
+    last = evidence.last_day
+    late = last is not None and last.changed > 0
+    table = ["| days after send | campaigns | changed then or later | share |", "|---:|---:|---:|---:|"]
+    metadata: dict[str, float] = {}
+    for row in evidence.by_age:
+        share = "" if row.share is None else f"{row.share:.1%}"
+        marker = " (window's last day)" if row is last else ""
+        table.append(f"| {row.days}{marker} | {row.campaigns} | {row.changed} | {share} |")
+        if row.share is not None:
+            metadata[f"changed_after_{row.days}d_share"] = round(row.share, 4)
+    description = (
+        f"{last.changed} of {last.campaigns} campaigns still changed {last.days}+ days after the send, on the "
+        f"{evidence.refresh_days}-day refresh window's last day: lengthen CINNOX_REFRESH_DAYS"
+        if late and last is not None
+        else f"No campaign was seen changing on the {evidence.refresh_days}-day refresh window's last day"
+    )
+    return dg.AssetCheckResult(
+        passed=not late,
+        severity=dg.AssetCheckSeverity.WARN,
+        description=description,
+        metadata={
+            **metadata,
+            "refresh_days": evidence.refresh_days,
+            "changes_by_age": dg.MetadataValue.md("\n".join(table)),
+            "campaigns_past_window": evidence.campaigns_past_window,
+            "unsettled_past_window": evidence.unsettled_past_window,
+        },
+    )
+
+
+def build_checks(app: AppSettings, refresh_days: int) -> list[dg.AssetChecksDefinition]:
     key = sent_campaigns_key(app)
 
     @dg.asset_check(
@@ -40,8 +77,22 @@ def build_checks(app: AppSettings) -> list[dg.AssetChecksDefinition]:
     def non_negative_counters(warehouse: WarehouseResource) -> dg.AssetCheckResult:
         return _result(negative_counters(warehouse.engine, app.app_id), "have a negative counter")
 
-    return [unique_campaign_ids, non_negative_counters]
+    @dg.asset_check(
+        asset=key,
+        name="refresh_window_covers_changes",
+        description=(
+            "From the counter history: the share of campaigns whose counters still changed N days after the "
+            f"send, for N up to the {refresh_days}-day refresh window and beyond. Warns when changes are still "
+            "seen on the window's last day, i.e. the window may be too short to catch the final counters."
+        ),
+    )
+    def refresh_window_covers_changes(warehouse: WarehouseResource) -> dg.AssetCheckResult:
+        return _evidence_result(refresh_window_evidence(warehouse.engine, app.app_id, refresh_days))
+
+    return [unique_campaign_ids, non_negative_counters, refresh_window_covers_changes]
 
 
 def build_check_definitions(settings: PipelineSettings) -> dg.Definitions:
-    return dg.Definitions(asset_checks=[check for app in settings.apps for check in build_checks(app)])
+    return dg.Definitions(
+        asset_checks=[check for app in settings.apps for check in build_checks(app, settings.refresh_days)]
+    )

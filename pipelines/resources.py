@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import replace
+from datetime import timedelta
 from typing import Any
 
 import dagster as dg
@@ -14,7 +15,7 @@ from sqlalchemy import Engine
 from cinnox import SENT_CAMPAIGNS_SUMMARY, CinnoxClient, Page, RetryPolicy, Window
 from pipelines.settings import PipelineSettings
 from warehouse.db import create_warehouse_engine
-from warehouse.load import LoadResult, load_sent_campaigns
+from warehouse.load import LoadResult, SettlePolicy, load_sent_campaigns
 
 
 class CinnoxAppToken(dg.Config):
@@ -70,6 +71,12 @@ class WarehouseResource(dg.ConfigurableResource):  # type: ignore[type-arg]
     """The PostgreSQL warehouse: one engine per run, loads and data checks."""
 
     database_url: str
+    settle_quiet_hours: int = Field(
+        default=48, description="Counters unchanged this long (and complete) count as settled."
+    )
+    settle_final_days: int = Field(
+        default=30, description="Complete counters first seen at least this long after the send count as settled."
+    )
     _engine: Engine | None = PrivateAttr(default=None)
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
@@ -87,7 +94,10 @@ class WarehouseResource(dg.ConfigurableResource):  # type: ignore[type-arg]
         return self._engine
 
     def load_sent_campaigns(self, app_id: str, window: Window, pages: Iterable[Page], run_id: str | None) -> LoadResult:
-        return load_sent_campaigns(self.engine, app_id, window, pages, run_id=run_id)
+        settle = SettlePolicy(
+            quiet=timedelta(hours=self.settle_quiet_hours), final_age=timedelta(days=self.settle_final_days)
+        )
+        return load_sent_campaigns(self.engine, app_id, window, pages, run_id=run_id, settle=settle)
 
 
 # Optional settings: resource field -> (environment variable, is it a whole number).
@@ -99,6 +109,10 @@ TUNABLE_SETTINGS = {
     "max_attempts": ("CINNOX_MAX_ATTEMPTS", True),
     "records_key": ("CINNOX_RECORDS_KEY", False),
     "total_key": ("CINNOX_TOTAL_KEY", False),
+}
+WAREHOUSE_SETTINGS = {
+    "settle_quiet_hours": "CINNOX_SETTLE_QUIET_HOURS",
+    "settle_final_days": "CINNOX_SETTLE_FINAL_DAYS",
 }
 
 
@@ -118,5 +132,8 @@ def build_resources(settings: PipelineSettings, environ: Mapping[str, str]) -> d
         ],
         **overrides,
     )
-    warehouse = WarehouseResource(database_url=dg.EnvVar("DATABASE_URL"))
+    warehouse = WarehouseResource(
+        database_url=dg.EnvVar("DATABASE_URL"),
+        **{field: dg.EnvVar.int(var) for field, var in WAREHOUSE_SETTINGS.items() if var in environ},
+    )
     return dg.Definitions(resources={"cinnox": cinnox, "warehouse": warehouse})

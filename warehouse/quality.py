@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import timedelta
 
-from sqlalchemy import Engine, Subquery, func, or_, select
+from sqlalchemy import Engine, Subquery, func, or_, select, true
 
-from warehouse.models import COUNTER_COLUMNS, DimApp, FactSentCampaign
+from warehouse.models import COUNTER_COLUMNS, DimApp, FactSentCampaign, FactSentCampaignSnapshot, table_of
 
 SAMPLE_SIZE = 10
 
@@ -56,3 +57,95 @@ def negative_counters(engine: Engine, app_id: str) -> CheckOutcome:
             conn.scalars(select(rows.c.campaign_id).where(negative).order_by(rows.c.campaign_id).limit(SAMPLE_SIZE))
         )
     return CheckOutcome(rows_checked=total, violations=bad, sample=sample)
+
+
+@dataclass(frozen=True, slots=True)
+class ChangeAtAge:
+    """Of the campaigns seen before they were `days` old and at least that old now, how many
+    were seen to change at that age or later."""
+
+    days: int
+    campaigns: int
+    changed: int
+
+    @property
+    def share(self) -> float | None:
+        return self.changed / self.campaigns if self.campaigns else None
+
+
+@dataclass(frozen=True, slots=True)
+class RefreshWindowEvidence:
+    """How late counters still change, from the snapshot history of one app."""
+
+    refresh_days: int
+    by_age: list[ChangeAtAge]
+    campaigns_past_window: int  # sent more than refresh_days before the newest observation
+    unsettled_past_window: int  # of those, counters not settled
+
+    @property
+    def last_day(self) -> ChangeAtAge | None:
+        """Changes seen on the window's last day: at an age of refresh_days - 1 days or more."""
+        age = max(1, self.refresh_days - 1)
+        return next((row for row in self.by_age if row.days == age), None)
+
+
+def refresh_window_evidence(
+    engine: Engine, app_id: str, refresh_days: int, *, beyond: int = 3, lookback_days: int = 90
+) -> RefreshWindowEvidence:
+    """Share of campaigns whose counters still changed N days after the send, for N = 1 up to
+    the refresh window and `beyond` days more, over the campaigns sent in the `lookback_days`
+    before the app's newest observation (the clock is the data's, not the database's)."""
+    fact = table_of(FactSentCampaign)
+    snapshot = table_of(FactSentCampaignSnapshot)
+    app = table_of(DimApp)
+    with engine.connect() as conn:
+        as_of = conn.scalar(
+            select(func.max(snapshot.c.observed_at))
+            .join(fact, fact.c.sent_campaign_key == snapshot.c.sent_campaign_key)
+            .join(app, app.c.app_key == fact.c.app_key)
+            .where(app.c.app_id == app_id)
+        )
+        if as_of is None:
+            return RefreshWindowEvidence(refresh_days, [], 0, 0)
+        campaigns = (
+            select(
+                fact.c.sent_at,
+                fact.c.settled_at,
+                func.min(snapshot.c.observed_at).label("first_seen"),
+                func.max(snapshot.c.observed_at).label("last_change"),
+            )
+            .join(snapshot, snapshot.c.sent_campaign_key == fact.c.sent_campaign_key)
+            .join(app, app.c.app_key == fact.c.app_key)
+            .where(app.c.app_id == app_id, fact.c.sent_at >= as_of - timedelta(days=lookback_days))
+            .group_by(fact.c.sent_campaign_key)
+            .subquery("campaigns")
+        )
+        series = func.generate_series(1, refresh_days + beyond).table_valued("days").render_derived("ages")
+        ages = series.c.days
+        at_age = campaigns.c.sent_at + func.make_interval(0, 0, 0, ages)  # years, months, weeks, days
+        seen_before = campaigns.c.first_seen < at_age
+        rows = conn.execute(
+            select(
+                ages,
+                func.count().filter(seen_before),
+                func.count().filter(seen_before, campaigns.c.last_change >= at_age),
+            )
+            .select_from(campaigns.join(series, true()))  # every campaign at every age
+            .where(at_age <= as_of)
+            .group_by(ages)
+            .order_by(ages)
+        ).all()
+        past_window = campaigns.c.sent_at < as_of - timedelta(days=refresh_days)
+        past, unsettled = conn.execute(
+            select(
+                func.count().filter(past_window),
+                func.count().filter(past_window, campaigns.c.settled_at.is_(None)),
+            ).select_from(campaigns)
+        ).one()
+    by_age = {int(days): ChangeAtAge(int(days), int(n), int(changed)) for days, n, changed in rows}
+    return RefreshWindowEvidence(
+        refresh_days,
+        [by_age.get(days, ChangeAtAge(days, 0, 0)) for days in range(1, refresh_days + beyond + 1)],
+        int(past),
+        int(unsettled),
+    )
