@@ -171,7 +171,40 @@ def load_sent_campaigns(
         _merge_fact(conn, app_key, run_id, settle, result)
         result.raw_versions_inserted = _insert_raw_versions(conn, app_id, run_id)
         result.rejects_inserted = _insert_rejects(conn, app_id, window, run_id)
+    _analyze_if_grown(engine, result.inserted + result.snapshots_inserted)
     return result
+
+
+def _analyze_if_grown(engine: Engine, rows_added: int) -> None:
+    """Refresh the planner's statistics after a load that grew the fact by a tenth or more.
+
+    Autovacuum would, within a minute or so; until then a query joining the marts right after
+    a first load plans with "empty table" estimates and can take minutes instead of
+    milliseconds. Outside the load's transaction, so loads of different apps do not queue on it.
+    """
+    fact = table_of(FactSentCampaign)
+    with engine.connect() as conn:
+        estimate = conn.scalar(
+            select(literal_column("reltuples"))
+            .select_from(text("pg_class"))
+            .where(literal_column("oid") == func.to_regclass(fact.fullname))
+        )
+        if estimate is None or rows_added == 0 or (estimate >= 0 and rows_added < estimate / 10):
+            return
+        # All of the star: a dimension never analysed is estimated at one row per join, and
+        # the planner then re-runs whole subplans in nested loops.
+        for model in (
+            FactSentCampaign,
+            FactSentCampaignSnapshot,
+            DimSender,
+            DimDate,
+            DimApp,
+            DimChannel,
+            DimStaff,
+            DimTemplate,
+        ):
+            conn.execute(text(f"ANALYZE {table_of(model).fullname}"))
+        conn.commit()
 
 
 def _copy_into_stage(conn: Connection, window: Window, pages: Iterable[Page], result: LoadResult) -> None:
@@ -608,12 +641,13 @@ def fact_merge(app_key: int, run_id: str | None, settle: SettlePolicy) -> Select
         .returning(fact.c.sent_campaign_key, fact.c.campaign_id, _WAS_INSERTED)
         .cte("upserted")
     )
-    counters = ("sent_campaign_key", "observed_at", *COUNTER_COLUMNS, "dagster_run_id")
+    counters = ("sent_campaign_key", "observed_at", "sent_at", *COUNTER_COLUMNS, "dagster_run_id")
     snapshot_insert = insert(snapshot).from_select(
         counters,
         select(
             upserted.c.sent_campaign_key,
             changed.c.observed_at,
+            changed.c.sent_at,
             *(changed.c[n] for n in COUNTER_COLUMNS),
             changed.c.last_dagster_run_id,
         )
@@ -624,7 +658,7 @@ def fact_merge(app_key: int, run_id: str | None, settle: SettlePolicy) -> Select
         snapshot_insert.on_conflict_do_update(
             # Two loads of pages fetched at the same instant: the later load's counters stand.
             index_elements=[snapshot.c.sent_campaign_key, snapshot.c.observed_at],
-            set_={name: snapshot_insert.excluded[name] for name in (*COUNTER_COLUMNS, "dagster_run_id")},
+            set_={name: snapshot_insert.excluded[name] for name in ("sent_at", *COUNTER_COLUMNS, "dagster_run_id")},
         )
         .returning(snapshot.c.sent_campaign_key)
         .cte("snapshots")

@@ -325,6 +325,10 @@ class FactSentCampaignSnapshot(Base):
     observed_at: Mapped[datetime] = mapped_column(
         Timestamp, primary_key=True, comment="When CINNOX returned these counters (page fetch time, UTC)."
     )
+    sent_at: Mapped[datetime] = mapped_column(
+        Timestamp,
+        comment="When the campaign was sent, kept here so the history alone answers 'read within N hours of the send'.",
+    )
     total_recipients: Mapped[int | None] = mapped_column(Integer, comment="Phone numbers the campaign was sent to.")
     delivered: Mapped[int | None] = mapped_column(Integer, comment="Messages delivered, as of observed_at.")
     read: Mapped[int | None] = mapped_column(Integer, comment="Messages read, as of observed_at (WhatsApp only).")

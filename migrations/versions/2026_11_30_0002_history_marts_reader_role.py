@@ -172,7 +172,14 @@ CAMPAIGN_PROGRESSION = f"""
 CREATE VIEW cinnox_mart.campaign_progression AS
 WITH observed AS (
     SELECT
-        s.*,
+        s.sent_campaign_key,
+        s.observed_at,
+        s.total_recipients,
+        s.delivered,
+        s.read,
+        s.replied,
+        s.pending,
+        s.failed,
         lead(s.observed_at) OVER w AS next_observed_at,
         row_number() OVER w = 1 AS is_first
     FROM cinnox.fact_sent_campaign_snapshot s
@@ -416,6 +423,13 @@ def upgrade() -> None:
             nullable=False,
             comment="When CINNOX returned these counters (page fetch time, UTC).",
         ),
+        sa.Column(
+            "sent_at",
+            postgresql.TIMESTAMP(timezone=True),
+            nullable=False,
+            comment="When the campaign was sent, kept here so the history alone answers 'read within N hours of the "
+            "send'.",
+        ),
         sa.Column("total_recipients", sa.Integer(), nullable=True, comment="Phone numbers the campaign was sent to."),
         sa.Column("delivered", sa.Integer(), nullable=True, comment="Messages delivered, as of observed_at."),
         sa.Column("read", sa.Integer(), nullable=True, comment="Messages read, as of observed_at (WhatsApp only)."),
@@ -441,7 +455,7 @@ def upgrade() -> None:
     )
     op.execute(
         "INSERT INTO cinnox.fact_sent_campaign_snapshot "
-        "SELECT sent_campaign_key, counters_changed_at, total_recipients, delivered, read, replied, pending, failed, "
+        "SELECT sent_campaign_key, counters_changed_at, sent_at, total_recipients, delivered, read, replied, pending, failed, "
         "last_dagster_run_id FROM cinnox.fact_sent_campaign"
     )
 

@@ -92,7 +92,7 @@ def test_a_range_is_one_run_that_loads_every_campaign_and_passes_its_checks(
     assert meta["window_start"] == "2026-06-10T00:00:00+00:00"
 
     checks = {c.check_name: c.passed for c in result.get_asset_check_evaluations()}
-    assert checks == {"unique_campaign_ids": True, "non_negative_counters": True}
+    assert checks == {"unique_campaign_ids": True, "non_negative_counters": True, "refresh_window_covers_changes": True}
     with warehouse.connect() as conn:
         assert set(conn.scalars(select(FactSentCampaign.campaign_id))) == {r["id"] for r in expected}
         assert set(conn.scalars(select(FactSentCampaign.last_dagster_run_id))) == {result.run_id}

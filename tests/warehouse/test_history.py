@@ -31,8 +31,11 @@ def observe(sim: SimulatorServer, window: Window, at: datetime, app: str = APP) 
     return Page(app, window, 0, records, len(records), at, 1)
 
 
+DEFAULT_SETTLE = SettlePolicy()
+
+
 def load_at(
-    engine: Engine, sim: SimulatorServer, window: Window, at: datetime, settle: SettlePolicy = SettlePolicy()
+    engine: Engine, sim: SimulatorServer, window: Window, at: datetime, settle: SettlePolicy = DEFAULT_SETTLE
 ) -> Any:
     return load_sent_campaigns(engine, APP, window, [observe(sim, window, at)], settle=settle)
 
@@ -171,31 +174,16 @@ def test_incomplete_counters_never_settle_and_old_complete_ones_settle_at_once(w
     assert settled_at(warehouse) == {"pending": None, "unaccounted": None, "done": at, "sms": at}
 
 
-def _renamed_sender(sim: SimulatorServer) -> tuple[str, date, Window]:
-    """A WhatsApp sender renamed inside a 20-day window that has its campaigns on both sides."""
-    for sender in sim.universe.profile(APP).whatsapp_senders:
-        if sender.renamed_on is None or not date(2023, 1, 1) <= sender.renamed_on <= date(2026, 5, 1):
-            continue
-        middle = datetime.combine(sender.renamed_on, datetime.min.time(), UTC)
-        window = Window(middle - timedelta(days=10), middle + timedelta(days=10))
-        sent = [
-            r["date"] < middle.isoformat()
-            for r in sim.universe.campaigns(APP, window.start, window.end, window.end + timedelta(days=30))
-            if r["sender"]["phone"] == sender.phone
-        ]
-        if any(sent) and not all(sent):
-            return sender.phone, sender.renamed_on, window
-    raise AssertionError("the simulator has no renamed sender with campaigns on both sides")
-
-
 def sender_versions(engine: Engine, phone: str) -> list[Any]:
     with engine.connect() as conn:
         return list(conn.execute(select(DimSender).where(DimSender.phone == phone).order_by(DimSender.valid_from)))
 
 
 @pytest.mark.parametrize("order", ["in order", "newest first"])
-def test_renamed_sender_keeps_its_old_version(warehouse: Engine, simulator: SimulatorServer, order: str) -> None:
-    phone, renamed_on, window = _renamed_sender(simulator)
+def test_renamed_sender_keeps_its_old_version(
+    warehouse: Engine, simulator: SimulatorServer, renamed_sender: tuple[str, date, Window], order: str
+) -> None:
+    phone, renamed_on, window = renamed_sender
     at = window.end + timedelta(days=30)
     halves = [
         Window(window.start, window.start + timedelta(days=10)),
