@@ -6,11 +6,12 @@ import os
 import subprocess
 import sys
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 
 from alembic import command
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, inspect, select
+from sqlalchemy import Engine, inspect, select, text
 
 from cinnox import CinnoxClient, Window
 from cinnox.simulator import DEFAULT_APPS, SimulatorServer
@@ -89,3 +90,64 @@ def test_alembic_without_database_url_says_what_to_set() -> None:
     )
     assert done.returncode != 0
     assert "DATABASE_URL is not set" in done.stderr
+
+
+def _upgrade_to(engine: Engine, revision: str) -> None:
+    with engine.begin() as conn:
+        config = alembic_config()
+        config.attributes["connection"] = conn
+        command.upgrade(config, revision)
+
+
+def test_history_migration_carries_existing_rows_over(create_database: Callable[[], str]) -> None:
+    """0002 on a warehouse loaded under 0001: each campaign's counters become its first
+    snapshot, each sender row a version valid from its first campaign."""
+    engine = create_warehouse_engine(create_database())
+    _upgrade_to(engine, "0001")
+    changed = datetime(2026, 6, 3, 12, tzinfo=UTC)
+    with engine.begin() as conn:
+        conn.execute(text("INSERT INTO cinnox.dim_app (app_id) VALUES ('a')"))
+        conn.execute(
+            text(
+                "INSERT INTO cinnox.dim_date VALUES (20260601, '2026-06-01', 2026, 2, 6, 'June', 1, 2026, 23, 1, "
+                "'Monday', false)"
+            )
+        )
+        conn.execute(
+            text(
+                "INSERT INTO cinnox.dim_sender (app_key, channel_key, phone, whatsapp_channel_name) VALUES "
+                "(1, 2, '+852', 'Old name'), (1, 2, '+852', 'New name')"
+            )
+        )
+        conn.execute(
+            text(
+                "INSERT INTO cinnox.fact_sent_campaign (app_key, campaign_id, sent_at, sent_date_key, channel_key, "
+                "sender_key, delivered, read, last_changed_at) VALUES "
+                "(1, 'c1', '2026-06-01T08:00Z', 20260601, 2, 1, 5, 2, :changed), "
+                "(1, 'c2', '2026-06-01T09:00Z', 20260601, 2, 2, 7, 3, :changed)"
+            ),
+            {"changed": changed},
+        )
+    upgrade_to_head(engine)
+    _check(engine)
+    with engine.connect() as conn:
+        snapshots = conn.execute(
+            text(
+                "SELECT sent_campaign_key, observed_at, sent_at, delivered, read "
+                "FROM cinnox.fact_sent_campaign_snapshot ORDER BY 1"
+            )
+        ).all()
+        senders = conn.execute(
+            text(
+                "SELECT sender_key, durable_sender_key, valid_from, valid_to, is_current "
+                "FROM cinnox.dim_sender ORDER BY 1"
+            )
+        ).all()
+        week, month = conn.execute(text("SELECT iso_week_start, month_start FROM cinnox.dim_date")).one()
+        counters_changed = conn.scalars(text("SELECT counters_changed_at FROM cinnox.fact_sent_campaign")).all()
+    sent = [datetime(2026, 6, 1, 8, tzinfo=UTC), datetime(2026, 6, 1, 9, tzinfo=UTC)]
+    assert [tuple(row) for row in snapshots] == [(1, changed, sent[0], 5, 2), (2, changed, sent[1], 7, 3)]
+    assert [tuple(row) for row in senders] == [(1, 1, sent[0], sent[1], False), (2, 1, sent[1], None, True)]
+    assert (week.isoformat(), month.isoformat()) == ("2026-06-01", "2026-06-01")
+    assert counters_changed == [changed, changed]
+    engine.dispose()
