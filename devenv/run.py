@@ -123,10 +123,14 @@ def _how_to_connect(stack: LocalStack) -> str:
     if stack.embedded_database:
         return (
             # Unquoted for reading: the socket folder is a path, and psql takes it as it is.
-            f"Query it: `make psql` (or: psql '{unquote(libpq_url(stack.database_url))}').\n"
+            f"Query it: `make psql` (or: psql '{unquote(libpq_url(stack.database_url))}'), starting with\n"
+            "  the cinnox_mart views (docs/warehouse.md has example queries).\n"
             "Browse runs and assets: `make dev`, then http://127.0.0.1:3000. Stop the embedded server: `make stop`."
         )
-    return 'Query it with psql "$DATABASE_URL". Browse runs and assets: `make dev`, then http://127.0.0.1:3000.'
+    return (
+        'Query it with psql "$DATABASE_URL": the cinnox_mart views first (docs/warehouse.md). '
+        "Browse runs and assets: `make dev`, then http://127.0.0.1:3000."
+    )
 
 
 if __name__ == "__main__":
