@@ -90,7 +90,7 @@ def test_unknown_fields_are_kept_and_news_only_the_first_time(warehouse: Engine,
         payload = conn.scalar(
             text("SELECT payload FROM cinnox_raw.sent_campaign_payload WHERE campaign_id = :id"), {"id": batch[0]["id"]}
         )
-        known = dict(conn.execute(select(SourceField.field_path, SourceField.known)))
+        known = dict(conn.execute(select(SourceField.field_path, SourceField.known)).all())
     assert payload["costUSD"] == 1.5
     assert payload["sender"]["region"] == "HK"
     assert known["costUSD"] is False
