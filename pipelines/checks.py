@@ -5,7 +5,7 @@ import dagster as dg
 from pipelines.assets import sent_campaigns_key
 from pipelines.resources import WarehouseResource
 from pipelines.settings import AppSettings, PipelineSettings
-from warehouse.quality import CheckOutcome, duplicate_campaign_keys, negative_counters
+from warehouse.quality import CheckOutcome, counter_regressions, duplicate_campaign_keys, negative_counters
 
 
 def _result(outcome: CheckOutcome, what: str) -> dg.AssetCheckResult:
@@ -40,7 +40,25 @@ def build_checks(app: AppSettings) -> list[dg.AssetChecksDefinition]:
     def non_negative_counters(warehouse: WarehouseResource) -> dg.AssetCheckResult:
         return _result(negative_counters(warehouse.engine, app.app_id), "have a negative counter")
 
-    return [unique_campaign_ids, non_negative_counters]
+    @dg.asset_check(
+        asset=key,
+        name="no_counter_regressions",
+        description="No delivered, read, replied or failed counter went backwards in this run's load "
+        "(each drop is kept in cinnox.counter_regression). A warning: the fact holds what CINNOX says now.",
+    )
+    def no_counter_regressions(
+        context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource
+    ) -> dg.AssetCheckResult:
+        outcome = counter_regressions(warehouse.engine, app.app_id, context.run.run_id)
+        result = _result(outcome, "had a counter go backwards (campaign.counter in the sample)")
+        return dg.AssetCheckResult(
+            passed=result.passed,
+            severity=dg.AssetCheckSeverity.WARN,
+            description=result.description,
+            metadata=result.metadata,
+        )
+
+    return [unique_campaign_ids, non_negative_counters, no_counter_regressions]
 
 
 def build_check_definitions(settings: PipelineSettings) -> dg.Definitions:

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 from sqlalchemy import Engine, Subquery, func, or_, select
 
-from warehouse.models import COUNTER_COLUMNS, DimApp, FactSentCampaign
+from warehouse.models import COUNTER_COLUMNS, CounterRegression, DimApp, FactSentCampaign
 
 SAMPLE_SIZE = 10
 
@@ -56,3 +56,18 @@ def negative_counters(engine: Engine, app_id: str) -> CheckOutcome:
             conn.scalars(select(rows.c.campaign_id).where(negative).order_by(rows.c.campaign_id).limit(SAMPLE_SIZE))
         )
     return CheckOutcome(rows_checked=total, violations=bad, sample=sample)
+
+
+def counter_regressions(engine: Engine, app_id: str, run_id: str) -> CheckOutcome:
+    """Counters of the app that went backwards in the given run's load (cinnox.counter_regression)."""
+    found = (
+        select(CounterRegression.campaign_id, CounterRegression.counter)
+        .join(DimApp, DimApp.app_key == CounterRegression.app_key)
+        .where(DimApp.app_id == app_id, CounterRegression.dagster_run_id == run_id)
+        .order_by(CounterRegression.campaign_id, CounterRegression.counter)
+    )
+    rows = _app_rows(app_id)
+    with engine.connect() as conn:
+        total = conn.scalar(select(func.count()).select_from(rows)) or 0
+        drops = [f"{campaign}.{counter}" for campaign, counter in conn.execute(found)]
+    return CheckOutcome(rows_checked=total, violations=len(drops), sample=drops[:SAMPLE_SIZE])

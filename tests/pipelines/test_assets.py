@@ -92,7 +92,7 @@ def test_a_range_is_one_run_that_loads_every_campaign_and_passes_its_checks(
     assert meta["window_start"] == "2026-06-10T00:00:00+00:00"
 
     checks = {c.check_name: c.passed for c in result.get_asset_check_evaluations()}
-    assert checks == {"unique_campaign_ids": True, "non_negative_counters": True}
+    assert checks == {"unique_campaign_ids": True, "non_negative_counters": True, "no_counter_regressions": True}
     with warehouse.connect() as conn:
         assert set(conn.scalars(select(FactSentCampaign.campaign_id))) == {r["id"] for r in expected}
         assert set(conn.scalars(select(FactSentCampaign.last_dagster_run_id))) == {result.run_id}
@@ -245,4 +245,4 @@ def test_one_partition_with_materialize(
     day = datetime(2026, 6, 14, tzinfo=UTC)
     expected = cinnox_api.universe.campaigns(APP, day, day.replace(day=15), NOW)
     assert metadata(result)["inserted"] == len(expected)
-    assert [c.passed for c in result.get_asset_check_evaluations()] == [True, True]
+    assert [c.passed for c in result.get_asset_check_evaluations()] == [True, True, True]

@@ -18,14 +18,18 @@ from pipelines.settings import AppSettings, PipelineSettings, SettingsError
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_defaults_give_one_asset_and_two_checks_per_simulated_app() -> None:
+def test_defaults_give_one_asset_and_three_checks_per_simulated_app() -> None:
     defs = build_definitions({})
     dg.Definitions.validate_loadable(defs)
     keys = {key.to_user_string() for key in defs.resolve_all_asset_keys()}
     assert keys == {"cinnox/sent_campaigns/sim_app_1", "cinnox/sent_campaigns/sim_app_2"}
     graph = defs.resolve_asset_graph()
     checks = {(key.asset_key.to_user_string(), key.name) for key in graph.asset_check_keys}
-    assert checks == {(asset, name) for asset in keys for name in ("unique_campaign_ids", "non_negative_counters")}
+    assert checks == {
+        (asset, name)
+        for asset in keys
+        for name in ("unique_campaign_ids", "non_negative_counters", "no_counter_regressions")
+    }
     asset = defs.resolve_assets_def(dg.AssetKey(["cinnox", "sent_campaigns", "sim_app_1"]))
     assert asset.backfill_policy == dg.BackfillPolicy.single_run()
     assert asset.partitions_def is not None
