@@ -54,6 +54,10 @@ class FaultKind(StrEnum):
     """The page holds only half of `limit` records although more follow (total unchanged)."""
     TOTAL_CHANGES = "total_changes"
     """The page's `total` is one more than the window really holds."""
+    MALFORMED_RECORDS = "malformed_records"
+    """Every record of the page has `delivered` as "n/a": each one must be rejected."""
+    UNKNOWN_FIELD = "unknown_field"
+    """Every record of the page carries a field CINNOX never documented, `costPerMessage`."""
 
 
 @dataclass(frozen=True, slots=True)

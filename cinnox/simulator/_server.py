@@ -402,6 +402,10 @@ class SimulatorServer:
             data = data[: max(1, limit // 2)]
         elif kind is FaultKind.TOTAL_CHANGES:
             total += 1
+        elif kind is FaultKind.MALFORMED_RECORDS:
+            data = [{**record, "delivered": "n/a"} for record in data]
+        elif kind is FaultKind.UNKNOWN_FIELD:
+            data = [{**record, "costPerMessage": 0.0042} for record in data]
         return _json(200, {"code": 0, "message": "OK", "total": total, "data": data})
 
     def _parse_query(self, params: Mapping[str, str]) -> tuple[datetime, datetime, int, int]:

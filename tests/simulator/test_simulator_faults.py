@@ -112,3 +112,11 @@ def test_faults_from_the_control_endpoint_take_seconds(sim: SimulatorServer) -> 
         assert added["faults"][0]["seconds"] == 0.2
         refused = http.post("/_simulator/faults", json={"kind": "slow", "seconds": "soon"})
         assert refused.status_code == 400
+
+
+def test_malformed_records_and_unknown_fields(sim: SimulatorServer) -> None:
+    clean = clean_page(sim, 0, 4)["data"]
+    sim.add_fault(FaultKind.MALFORMED_RECORDS)
+    sim.add_fault(FaultKind.UNKNOWN_FIELD)
+    assert clean_page(sim, 0, 4)["data"] == [{**r, "delivered": "n/a"} for r in clean]
+    assert clean_page(sim, 0, 4)["data"] == [{**r, "costPerMessage": 0.0042} for r in clean]
