@@ -42,6 +42,11 @@ def test_apps_come_from_the_environment() -> None:
     assert keys == {"cinnox/sent_campaigns/acme_hk", "cinnox/sent_campaigns/acme_sg"}
 
 
+def test_reject_share_defaults_to_five_percent_and_is_configurable() -> None:
+    assert PipelineSettings.from_env({}).max_reject_share == 0.05
+    assert PipelineSettings.from_env({"CINNOX_MAX_REJECT_SHARE": "0.2"}).max_reject_share == 0.2
+
+
 def test_token_variable_is_named_after_the_app() -> None:
     assert AppSettings("acme-hk.2").token_env_var == "CINNOX_TOKEN_ACME_HK_2"
 
@@ -53,6 +58,8 @@ def test_token_variable_is_named_after_the_app() -> None:
         ({"CINNOX_APP_IDS": "acme-hk,acme_hk"}, "would share"),
         ({"CINNOX_PARTITIONS_START": "last year"}, "CINNOX_PARTITIONS_START"),
         ({"CINNOX_REFRESH_DAYS": "0"}, "CINNOX_REFRESH_DAYS"),
+        ({"CINNOX_MAX_REJECT_SHARE": "5%"}, "CINNOX_MAX_REJECT_SHARE: '5%' is not a fraction"),
+        ({"CINNOX_MAX_REJECT_SHARE": "1.5"}, "CINNOX_MAX_REJECT_SHARE"),
     ],
 )
 def test_bad_settings_name_the_variable(environ: dict[str, str], message: str) -> None:
