@@ -5,6 +5,7 @@ import warnings
 from typing import Any
 
 import dagster as dg
+import psycopg
 from sqlalchemy.exc import OperationalError
 
 from cinnox import CinnoxAuthError, CinnoxRequestError, CinnoxUnavailable, ExtractionStats, Window
@@ -81,7 +82,8 @@ def _sent_campaigns_asset(
             ) from exc
         except CinnoxRequestError as exc:
             raise dg.Failure(str(exc), allow_retries=False) from exc
-        except (CinnoxUnavailable, OperationalError) as exc:
+        except (CinnoxUnavailable, OperationalError, psycopg.OperationalError) as exc:
+            # psycopg's own error: COPY runs on the driver connection, outside SQLAlchemy's wrapping.
             # Transient (CINNOX kept failing, the database connection dropped): try the whole
             # unit again later. The load is atomic, so a retry starts from the warehouse as it was.
             first_line = str(exc).splitlines()[0]  # SQLAlchemy appends the statement and parameters

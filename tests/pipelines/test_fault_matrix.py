@@ -6,12 +6,15 @@ or with the clear failure the fault calls for, after which a clean run gives tha
 from __future__ import annotations
 
 import os
+import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 import dagster as dg
+import psycopg
 import pytest
 from psycopg import sql
 from sqlalchemy import Engine, text
@@ -218,3 +221,43 @@ def test_fault_matrix(
         assert set(got["fields"]) - set(expected["fields"]) == {(APP, "costPerMessage", False)}
         got = {**got, "raw": expected["raw"], "fields": expected["fields"]}
     assert got == expected
+
+
+def _admin(warehouse: Engine) -> psycopg.Connection[Any]:
+    url = warehouse.url.set(drivername="postgresql").render_as_string(hide_password=False)
+    return psycopg.connect(url, autocommit=True)
+
+
+def test_a_connection_killed_mid_load_is_retried_by_dagster_and_completes(
+    sim: SimulatorServer, warehouse: Engine, run: Callable[[], dg.ExecuteInProcessResult]
+) -> None:
+    clean = run()
+    assert clean.success
+    expected = snapshot(warehouse)
+    empty(warehouse)
+    # Page 2 is held back, so the load sits inside its transaction (advisory lock held) meanwhile.
+    sim.add_fault(FaultKind.SLOW, seconds=0.8, offset=10)
+    killed: list[int] = []
+
+    def kill_the_loader() -> None:
+        with _admin(warehouse) as admin:
+            for _ in range(400):
+                rows = admin.execute(
+                    # Only this test's database: the server may be shared with other test runs.
+                    "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND granted"
+                    " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+                ).fetchall()
+                if rows:
+                    killed.append(len(rows))
+                    return
+                time.sleep(0.01)
+
+    killer = threading.Thread(target=kill_the_loader)
+    killer.start()
+    faulted = run()
+    killer.join()
+    assert killed == [1]
+    assert faulted.success
+    retried = [e for e in faulted.all_events if e.event_type == dg.DagsterEventType.STEP_UP_FOR_RETRY]
+    assert len(retried) == 1
+    assert snapshot(warehouse) == expected

@@ -161,7 +161,10 @@ def test_two_loads_of_the_same_window_at_once_end_with_the_right_rows(
 
     def second_is_waiting() -> bool:
         with psycopg.connect(_url(warehouse), autocommit=True) as admin:
-            row = admin.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted").fetchone()
+            row = admin.execute(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+                " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+            ).fetchone()
             return bool(row and row[0])
 
     def first_pages() -> Iterator[Page]:
