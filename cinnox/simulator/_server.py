@@ -139,6 +139,7 @@ class SimulatorServer:
         self._requests: deque[RequestRecord] = deque(maxlen=10_000)
         self._buckets: dict[str, _TokenBucket] = {}
         self._extra: dict[str, list[dict[str, Any]]] = {}  # campaigns added while serving
+        self._hidden: set[tuple[str, str]] = set()  # (app, campaign) no longer served
         self._lock = threading.Lock()
         self._httpd: _HTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -251,6 +252,14 @@ class SimulatorServer:
         with self._lock:
             self._extra.setdefault(app_id, []).append(dict(record))
 
+    def hide_campaign(self, app_id: str, campaign_id: str, hidden: bool = True) -> None:
+        """Stop serving a campaign (as if CINNOX lost it), or serve it again with hidden=False."""
+        with self._lock:
+            if hidden:
+                self._hidden.add((app_id, campaign_id))
+            else:
+                self._hidden.discard((app_id, campaign_id))
+
     def _new_campaign(self, app_id: str, params: Mapping[str, str]) -> None:
         """A campaign that sorts first in the requested window, copied from its first one."""
         try:
@@ -272,6 +281,9 @@ class SimulatorServer:
         with self._lock:
             extra = list(self._extra.get(app_id, ()))
         records += [r for r in extra if start <= parse_rfc3339(r["date"]) < min(end, now)]
+        with self._lock:
+            hidden = {campaign for app, campaign in self._hidden if app == app_id}
+        records = [r for r in records if r["id"] not in hidden]
         records.sort(key=lambda record: str(record["id"]))
         return records
 
@@ -390,7 +402,7 @@ class SimulatorServer:
             return _json(400, {"code": BAD_QUERY, "message": str(exc)})
         kind = None if rule is None else rule.kind
         with self._lock:
-            has_extra = bool(self._extra.get(app_id))
+            has_extra = bool(self._extra.get(app_id)) or any(app == app_id for app, _ in self._hidden)
         if has_extra or kind is FaultKind.DUPLICATE_RECORD:
             records = self._records(app_id, start, end)
             total = len(records)

@@ -261,3 +261,29 @@ def test_a_connection_killed_mid_load_is_retried_by_dagster_and_completes(
     retried = [e for e in faulted.all_events if e.event_type == dg.DagsterEventType.STEP_UP_FOR_RETRY]
     assert len(retried) == 1
     assert snapshot(warehouse) == expected
+
+
+def test_a_campaign_cinnox_stops_returning_is_marked_then_unmarked(
+    sim: SimulatorServer, warehouse: Engine, run: Callable[[], dg.ExecuteInProcessResult]
+) -> None:
+    def meta(result: dg.ExecuteInProcessResult) -> dict[str, Any]:
+        assert result.success
+        event = result.get_asset_materialization_events()[0]
+        return {k: v.value for k, v in event.materialization.metadata.items()}
+
+    first = meta(run())
+    expected = snapshot(warehouse)
+    gone = expected["fact"][3][1]  # a campaign id the warehouse holds
+    sim.hide_campaign(APP, gone)
+    hidden = meta(run())
+    assert (hidden["marked_missing_at_source"], hidden["missing_at_source"]) == (1, 1)
+    assert hidden["window_records"] == first["window_records"] - 1
+    facts = {row[1]: row for row in snapshot(warehouse)["fact"]}
+    assert len(facts) == len(expected["fact"])  # kept, never deleted
+    assert facts[gone][-1] is True
+    assert [key for key, row in facts.items() if row[-1]] == [gone]
+
+    sim.hide_campaign(APP, gone, hidden=False)
+    back = meta(run())
+    assert (back["reappeared_at_source"], back["missing_at_source"]) == (1, 0)
+    assert snapshot(warehouse) == expected

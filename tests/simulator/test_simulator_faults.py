@@ -120,3 +120,13 @@ def test_malformed_records_and_unknown_fields(sim: SimulatorServer) -> None:
     sim.add_fault(FaultKind.UNKNOWN_FIELD)
     assert clean_page(sim, 0, 4)["data"] == [{**r, "delivered": "n/a"} for r in clean]
     assert clean_page(sim, 0, 4)["data"] == [{**r, "costPerMessage": 0.0042} for r in clean]
+
+
+def test_a_hidden_campaign_is_not_served_until_shown_again(sim: SimulatorServer) -> None:
+    clean = clean_page(sim, 0, 5)
+    sim.hide_campaign("sim-app-1", clean["data"][1]["id"])
+    hidden = clean_page(sim, 0, 5)
+    assert hidden["total"] == clean["total"] - 1
+    assert hidden["data"][:4] == [clean["data"][0], *clean["data"][2:5]]
+    sim.hide_campaign("sim-app-1", clean["data"][1]["id"], hidden=False)
+    assert clean_page(sim, 0, 5) == clean
