@@ -13,6 +13,7 @@ import pytest
 
 from pipelines.definitions import build_definitions
 from pipelines.partitions import PARTITION_RANGE_END_TAG, PARTITION_RANGE_START_TAG
+from pipelines.resources import CinnoxAppToken, CinnoxResource
 from pipelines.settings import AppSettings, PipelineSettings, SettingsError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -104,3 +105,16 @@ def test_dagster_definitions_validate_passes_on_the_workspace(tmp_path: Path) ->
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "All code locations passed validation" in done.stdout + done.stderr
+
+
+def test_every_client_of_an_app_shares_one_rate_limiter() -> None:
+    cinnox = CinnoxResource(
+        base_url="http://127.0.0.1:1",
+        apps=[CinnoxAppToken(app_id="a", token="t-a"), CinnoxAppToken(app_id="b", token="t-b")],
+        requests_per_second=5,
+    )
+    with cinnox.client("a") as one, cinnox.client("a") as two, cinnox.client("b") as other:
+        assert one._limiter is two._limiter
+        assert one._limiter is not other._limiter
+        assert one._limiter.rate == 5
+    assert CinnoxResource(base_url="http://127.0.0.1:1", apps=[], requests_per_second=0).rate_limiter("a").rate is None
