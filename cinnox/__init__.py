@@ -9,11 +9,18 @@
 The simulator that implements the same contract on loopback is `cinnox.simulator`.
 """
 
-from cinnox._client import CinnoxClient
+from cinnox._client import CinnoxClient, is_loopback_url
 from cinnox._endpoints import SENT_CAMPAIGNS_SUMMARY, Endpoint
-from cinnox._errors import CinnoxAuthError, CinnoxError, CinnoxRequestError, CinnoxUnavailable
+from cinnox._errors import (
+    CinnoxAuthError,
+    CinnoxError,
+    CinnoxPaginationDrift,
+    CinnoxRequestError,
+    CinnoxUnavailable,
+)
 from cinnox._models import Channel, ExtractionStats, Page, Sender, SentCampaign, Window, format_rfc3339
 from cinnox._parse import COUNTER_FIELDS, InvalidRecord, normalize_channel, parse_sent_campaign
+from cinnox._ratelimit import RateLimiter
 from cinnox._retry import RetryPolicy, parse_retry_after
 
 __all__ = [
@@ -23,17 +30,20 @@ __all__ = [
     "CinnoxAuthError",
     "CinnoxClient",
     "CinnoxError",
+    "CinnoxPaginationDrift",
     "CinnoxRequestError",
     "CinnoxUnavailable",
     "Endpoint",
     "ExtractionStats",
     "InvalidRecord",
     "Page",
+    "RateLimiter",
     "RetryPolicy",
     "Sender",
     "SentCampaign",
     "Window",
     "format_rfc3339",
+    "is_loopback_url",
     "normalize_channel",
     "parse_retry_after",
     "parse_sent_campaign",

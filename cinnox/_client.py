@@ -2,20 +2,24 @@
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import random
+import ssl
 import time
 from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import orjson
 
 from cinnox._endpoints import SENT_CAMPAIGNS_SUMMARY, Endpoint
-from cinnox._errors import CinnoxAuthError, CinnoxRequestError, CinnoxUnavailable
+from cinnox._errors import CinnoxAuthError, CinnoxPaginationDrift, CinnoxRequestError, CinnoxUnavailable
 from cinnox._models import ExtractionStats, Page, Window, format_rfc3339
+from cinnox._ratelimit import RateLimiter
 from cinnox._retry import CODE_BAD_QUERY, TRANSIENT_CODES, RetryPolicy, parse_retry_after
 
 _REDACTED = "********"
@@ -57,8 +61,13 @@ class CinnoxClient:
 
     Retries 429 / code 6451010 (honouring Retry-After), 5xx / code 6451001, timeouts, dropped
     connections and unreadable bodies with exponential backoff and jitter, up to
-    `retry.max_attempts` requests per page; then raises `CinnoxUnavailable`. A bad query
-    (6451000, other 4xx) raises `CinnoxRequestError` and 401/403 `CinnoxAuthError` at once.
+    `retry.max_attempts` requests and `retry.max_elapsed` seconds per page; then raises
+    `CinnoxUnavailable`. A bad query (6451000, other 4xx) raises `CinnoxRequestError` and
+    401/403 `CinnoxAuthError` at once.
+
+    Every request first waits for `rate_limiter`, which callers share between all clients of
+    one app in a run. TLS certificates are always verified (`ca_bundle` names extra trusted
+    roots); plain http is refused except to a loopback host, unless `allow_plain_http`.
     """
 
     def __init__(
@@ -76,9 +85,22 @@ class CinnoxClient:
         transport: httpx.BaseTransport | None = None,
         logger: logging.Logger | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
+        rate_limiter: RateLimiter | None = None,
+        max_reads: int = 4,
+        ca_bundle: str | None = None,
+        allow_plain_http: bool = False,
     ) -> None:
         if not base_url.startswith(("http://", "https://")):
             raise ValueError(f"CINNOX base URL must start with http:// or https://, got {base_url!r}")
+        if base_url.startswith("http://") and not allow_plain_http and not is_loopback_url(base_url):
+            raise ValueError(
+                f"CINNOX base URL {base_url!r} is plain http to a host that is not loopback: the App Token "
+                "would cross the network unencrypted. Use https, or set CINNOX_ALLOW_PLAIN_HTTP=true "
+                "if this is really wanted"
+            )
+        if max_reads < 2:
+            raise ValueError(f"max_reads must be at least 2 (two reads must agree), got {max_reads}")
         if not app_id.strip():
             raise ValueError("CINNOX app id is empty")
         if not token:
@@ -96,11 +118,16 @@ class CinnoxClient:
         self._token = token
         self._log = logger or logging.getLogger("cinnox.client")
         self._sleep = sleep
+        self._clock = clock
+        self._limiter = rate_limiter or RateLimiter(None)
+        self.max_reads = max_reads
         self._rng = random.Random()
         self._http = httpx.Client(
             base_url=self.base_url,
             auth=_AppTokenAuth(auth_header, auth_scheme, token),
             timeout=httpx.Timeout(timeout),
+            # Never False: a CA bundle may add trust, nothing here can take verification away.
+            verify=ssl.create_default_context(cafile=ca_bundle) if ca_bundle else True,
             transport=transport,
             headers={"Accept": "application/json", "User-Agent": "cinnox-warehouse/0.1"},
         )
@@ -120,10 +147,71 @@ class CinnoxClient:
     def sent_campaign_pages(self, window: Window, stats: ExtractionStats | None = None) -> Iterator[Page]:
         """Yield every page of the window's campaigns, fetching the next only when asked.
 
-        Stops at an empty page, once `total` records are read, or (with no `total`) at a page
-        shorter than the page size. `stats`, when given, is updated as pages arrive.
+        A read stops at an empty page, once `total` records are read, or (with no `total`) at
+        a page shorter than the page size. When a read shows paging drift (an id seen twice,
+        fewer distinct records than `total`, `total` changing between pages), the window is
+        read again, up to `max_reads` times, until two reads in a row return the same ids
+        without drift. Pages of every read are yielded: the caller keeps the last version of
+        each id. When no two reads agree, raises `CinnoxPaginationDrift`: never a silent loss.
         """
         stats = stats if stats is not None else ExtractionStats()
+        previous: frozenset[str] | None = None
+        for read in range(1, self.max_reads + 1):
+            stats.reads = read
+            seen: set[str] = set()
+            anonymous = repeated = 0
+            totals: list[int] = []
+            for page in self._read_window(window, stats):
+                for record in page.records:
+                    key = _record_key(record)
+                    if key is None:
+                        anonymous += 1
+                    elif key in seen:
+                        repeated += 1
+                    else:
+                        seen.add(key)
+                if page.total is not None and (not totals or totals[-1] != page.total):
+                    totals.append(page.total)
+                yield page
+            problems = []
+            if repeated:
+                problems.append(f"{repeated} record(s) came twice")
+            if len(totals) > 1:
+                problems.append("total changed between pages: " + " -> ".join(map(str, totals)))
+            distinct = len(seen) + anonymous
+            if totals and distinct < totals[-1]:
+                problems.append(f"{distinct} distinct records but total {totals[-1]}")
+            ids = frozenset(seen)
+            if not problems and (read == 1 or ids == previous):
+                stats.window_records = distinct
+                if read > 1:
+                    self._log.warning(
+                        "CINNOX app %s window %s: paging drift healed; reads %d and %d agree on %d records",
+                        self.app_id,
+                        window,
+                        read - 1,
+                        read,
+                        distinct,
+                    )
+                return
+            if problems:
+                stats.drift.append(f"read {read}: " + "; ".join(problems))
+                self._log.warning(
+                    "CINNOX app %s window %s: paging drift in read %d (%s); reading the window again",
+                    self.app_id,
+                    window,
+                    read,
+                    "; ".join(problems),
+                )
+            previous = ids
+        raise CinnoxPaginationDrift(
+            f"CINNOX app {self.app_id!r}, window {window}: paging kept drifting; no two of {self.max_reads} "
+            f"reads agreed ({' | '.join(stats.drift) or 'the reads returned different ids'})",
+            app_id=self.app_id,
+        )
+
+    def _read_window(self, window: Window, stats: ExtractionStats) -> Iterator[Page]:
+        """One pass over the window, page by page."""
         offset = 0
         while True:
             page = self._fetch_page(window, offset, stats)
@@ -161,9 +249,14 @@ class CinnoxClient:
         }
         failure: _Transient | None = None
         cause: Exception | None = None
+        began = self._clock()
+        attempt = 0
         for attempt in range(1, self.retry.max_attempts + 1):
             if failure is not None:
                 delay = self.retry.delay(attempt - 1, failure.retry_after, self._rng)
+                if self._clock() - began + delay > self.retry.max_elapsed:
+                    attempt -= 1
+                    break
                 self._log.warning(
                     "%s; retry %d of %d in %.2fs",
                     self._describe(window, offset, failure.status, failure.code, failure.message),
@@ -174,6 +267,7 @@ class CinnoxClient:
                 stats.retries += 1
                 stats.retry_wait_seconds += delay
                 self._sleep(delay)
+            stats.rate_limit_wait_seconds += self._limiter.acquire()
             stats.requests += 1
             try:
                 response = self._http.get(path, params=params)
@@ -190,7 +284,8 @@ class CinnoxClient:
         assert failure is not None
         raise CinnoxUnavailable(
             self._describe(window, offset, failure.status, failure.code, failure.message)
-            + f"; gave up after {self.retry.max_attempts} attempts",
+            + f"; gave up after {attempt} attempts in {self._clock() - began:.1f}s"
+            + f" (limits: {self.retry.max_attempts} attempts, {self.retry.max_elapsed:g}s)",
             app_id=self.app_id,
             status_code=failure.status,
             api_code=_as_code(failure.code),
@@ -258,6 +353,28 @@ class CinnoxClient:
 
     def _redact(self, text: str) -> str:
         return text.replace(self._token, _REDACTED) if self._token in text else text
+
+
+def is_loopback_url(url: str) -> bool:
+    """True for http(s)://localhost, 127.0.0.0/8 and ::1: traffic that never leaves the machine."""
+    host = (urlsplit(url).hostname or "").lower()
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _record_key(record: object) -> str | None:
+    """The id paging drift is judged by; None for a record without a usable one."""
+    if isinstance(record, dict):
+        value = record.get("id")
+        if isinstance(value, str) and value.strip():
+            return value.strip()
+        if isinstance(value, int) and not isinstance(value, bool):
+            return str(value)
+    return None
 
 
 def _json_or_none(content: bytes) -> Any:

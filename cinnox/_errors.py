@@ -4,6 +4,7 @@
     ├── CinnoxRequestError      CINNOX refused the request; retrying cannot help
     │   └── CinnoxAuthError     401/403: the App Token is wrong or revoked
     └── CinnoxUnavailable       retries exhausted on 429, 5xx, timeouts or bad bodies
+        └── CinnoxPaginationDrift  re-reading the window never gave two agreeing reads
 
 Every message names the app, the window and what CINNOX said, and never the token.
 """
@@ -40,3 +41,7 @@ class CinnoxAuthError(CinnoxRequestError):
 
 class CinnoxUnavailable(CinnoxError):
     """CINNOX kept failing transiently until the retry budget ran out."""
+
+
+class CinnoxPaginationDrift(CinnoxUnavailable):
+    """The window's pages kept shifting (ids twice, fewer records than `total`) across re-reads."""

@@ -69,8 +69,12 @@ class ExtractionStats:
     requests: int = 0
     retries: int = 0
     retry_wait_seconds: float = 0.0
+    rate_limit_wait_seconds: float = 0.0  # slept waiting for the run's request-rate limit
     api_total: int | None = None
     statuses: dict[str, int] = field(default_factory=dict)
+    reads: int = 0  # passes over the window: more than 1 when paging drifted and was re-read
+    window_records: int | None = None  # records in the accepted read, each id once
+    drift: list[str] = field(default_factory=list)  # what each drifting read showed
 
 
 class Channel(enum.StrEnum):

@@ -28,10 +28,15 @@ class RetryPolicy:
     # A floor so that `Retry-After: 0` or a missing header never turns into a tight loop.
     min_delay: float = 0.05
     max_retry_after: float = 300.0  # never sleep longer than this, whatever the server says
+    # The time budget of one page, first request to last: attempts alone do not bound it when
+    # each one waits for a timeout or a long Retry-After.
+    max_elapsed: float = 300.0
 
     def __post_init__(self) -> None:
         if self.max_attempts < 1:
             raise ValueError("max_attempts must be at least 1")
+        if self.max_elapsed <= 0:
+            raise ValueError("max_elapsed must be positive")
         if self.backoff_base < 0 or self.min_delay < 0:
             raise ValueError("backoff_base and min_delay must not be negative")
 

@@ -5,11 +5,12 @@ import warnings
 from typing import Any
 
 import dagster as dg
+import psycopg
 from sqlalchemy.exc import OperationalError
 
 from cinnox import CinnoxAuthError, CinnoxRequestError, CinnoxUnavailable, ExtractionStats, Window
 from pipelines.resources import CinnoxResource, WarehouseResource
-from pipelines.settings import AppSettings, PipelineSettings
+from pipelines.settings import DEFAULT_MAX_REJECT_SHARE, AppSettings, PipelineSettings
 from warehouse.load import LoadResult
 
 GROUP = "cinnox"
@@ -21,15 +22,19 @@ def sent_campaigns_key(app: AppSettings) -> dg.AssetKey:
     return dg.AssetKey(["cinnox", "sent_campaigns", app.slug])
 
 
-def build_sent_campaigns_asset(app: AppSettings, partitions: dg.PartitionsDefinition) -> dg.AssetsDefinition:
+def build_sent_campaigns_asset(
+    app: AppSettings, partitions: dg.PartitionsDefinition, max_reject_share: float = DEFAULT_MAX_REJECT_SHARE
+) -> dg.AssetsDefinition:
     with warnings.catch_warnings():
         # backfill_policy is marked beta in Dagster 1.13; it is the documented way to get
         # single-run backfills, and the pinned version is tested here.
         warnings.simplefilter("ignore", dg.BetaWarning)
-        return _sent_campaigns_asset(app, partitions)
+        return _sent_campaigns_asset(app, partitions, max_reject_share)
 
 
-def _sent_campaigns_asset(app: AppSettings, partitions: dg.PartitionsDefinition) -> dg.AssetsDefinition:
+def _sent_campaigns_asset(
+    app: AppSettings, partitions: dg.PartitionsDefinition, max_reject_share: float
+) -> dg.AssetsDefinition:
     @dg.asset(
         key=sent_campaigns_key(app),
         partitions_def=partitions,
@@ -58,9 +63,17 @@ def _sent_campaigns_asset(app: AppSettings, partitions: dg.PartitionsDefinition)
         stats = ExtractionStats()
         started = time.monotonic()
         try:
-            with cinnox.client(app.app_id, logger=context.log) as client:
+            client = cinnox.client(app.app_id, logger=context.log)
+        except ValueError as exc:  # a setting the client refuses, e.g. plain http off loopback
+            raise dg.Failure(f"CINNOX app {app.app_id!r}: {exc}", allow_retries=False) from exc
+        try:
+            with client:
                 result = warehouse.load_sent_campaigns(
-                    app.app_id, window, client.sent_campaign_pages(window, stats), context.run.run_id
+                    app.app_id,
+                    window,
+                    client.sent_campaign_pages(window, stats),
+                    context.run.run_id,
+                    max_reject_share=max_reject_share,
                 )
         except CinnoxAuthError as exc:
             raise dg.Failure(
@@ -69,15 +82,38 @@ def _sent_campaigns_asset(app: AppSettings, partitions: dg.PartitionsDefinition)
             ) from exc
         except CinnoxRequestError as exc:
             raise dg.Failure(str(exc), allow_retries=False) from exc
-        except (CinnoxUnavailable, OperationalError) as exc:
+        except (CinnoxUnavailable, OperationalError, psycopg.OperationalError) as exc:
+            # psycopg's own error: COPY runs on the driver connection, outside SQLAlchemy's wrapping.
             # Transient (CINNOX kept failing, the database connection dropped): try the whole
             # unit again later. The load is atomic, so a retry starts from the warehouse as it was.
             first_line = str(exc).splitlines()[0]  # SQLAlchemy appends the statement and parameters
             context.log.error(f"{first_line}; the step will be retried in {RETRY_SECONDS}s")
             raise dg.RetryRequested(max_retries=RETRIES, seconds_to_wait=RETRY_SECONDS) from exc
         seconds = time.monotonic() - started
-        if stats.api_total is not None and stats.api_total != result.records:
-            context.log.warning(f"CINNOX said {stats.api_total} records for {window} but {result.records} were fetched")
+        if result.reject_share_exceeded:
+            reasons = dict(result.reject_reasons.most_common(10))
+            raise dg.Failure(
+                f"CINNOX app {app.app_id!r}, window {window}: {result.rejected} of {result.records} records "
+                f"({result.reject_share:.1%}) were rejected, more than the {max_reject_share:.1%} allowed "
+                f"(CINNOX_MAX_REJECT_SHARE); nothing was merged, the rejects are kept in "
+                f"cinnox_raw.sent_campaign_reject. Reasons: {reasons}",
+                metadata={
+                    "rejected": result.rejected,
+                    "records_fetched": result.records,
+                    "reject_reasons": dg.MetadataValue.json(reasons),
+                },
+                allow_retries=False,
+            )
+        if stats.api_total is not None and stats.api_total != stats.window_records:
+            context.log.warning(
+                f"CINNOX said {stats.api_total} records for {window} but {stats.window_records} were read"
+            )
+        if result.new_fields:
+            context.log.warning(f"CINNOX sent fields never seen before, kept in raw JSON only: {result.new_fields}")
+        if result.counter_regressions:
+            context.log.warning(f"{result.counter_regressions} counters went backwards; see cinnox.counter_regression")
+        if result.marked_missing:
+            context.log.warning(f"{result.marked_missing} campaigns of {window} are no longer returned by CINNOX")
         if result.rejected:
             context.log.warning(f"{result.rejected} records rejected: {dict(result.reject_reasons.most_common(5))}")
         context.log.info(
@@ -96,6 +132,9 @@ def _stats_metadata(stats: ExtractionStats) -> dict[str, Any]:
         "requests": stats.requests,
         "retries": stats.retries,
         "retry_wait_seconds": round(stats.retry_wait_seconds, 3),
+        "rate_limit_wait_seconds": round(stats.rate_limit_wait_seconds, 3),
+        "reads": stats.reads,
+        "paging_drift": dg.MetadataValue.json(stats.drift),
     }
     if stats.api_total is not None:
         metadata["api_total"] = stats.api_total
@@ -107,7 +146,8 @@ def _metadata(window: Window, stats: ExtractionStats, result: LoadResult, second
         "window_start": window.start.isoformat(),
         "window_end": window.end.isoformat(),
         **_stats_metadata(stats),
-        "count_reconciled": stats.api_total is None or stats.api_total == result.records,
+        "window_records": stats.window_records if stats.window_records is not None else result.records,
+        "count_reconciled": stats.api_total is None or stats.api_total == stats.window_records,
         "valid": result.valid,
         "rejected": result.rejected,
         "duplicate_records": result.duplicates,
@@ -119,9 +159,18 @@ def _metadata(window: Window, stats: ExtractionStats, result: LoadResult, second
         "dimension_rows_inserted": result.dimension_rows_inserted,
         "snapshots_inserted": result.snapshots_inserted,
         "reject_reasons": dg.MetadataValue.json(dict(result.reject_reasons.most_common(20))),
+        "reject_share": round(result.reject_share, 4),
+        "counter_regressions": result.counter_regressions,
+        "marked_missing_at_source": result.marked_missing,
+        "reappeared_at_source": result.reappeared,
+        "missing_at_source": result.missing_at_source,
+        "unknown_fields": dg.MetadataValue.json(result.unknown_fields),
+        "new_unknown_fields": dg.MetadataValue.json(result.new_fields),
         "seconds": round(seconds, 3),
     }
 
 
 def build_asset_definitions(settings: PipelineSettings, partitions: dg.PartitionsDefinition) -> dg.Definitions:
-    return dg.Definitions(assets=[build_sent_campaigns_asset(app, partitions) for app in settings.apps])
+    return dg.Definitions(
+        assets=[build_sent_campaigns_asset(app, partitions, settings.max_reject_share) for app in settings.apps]
+    )

@@ -8,6 +8,7 @@ from pipelines.settings import AppSettings, PipelineSettings
 from warehouse.quality import (
     CheckOutcome,
     RefreshWindowEvidence,
+    counter_regressions,
     duplicate_campaign_keys,
     negative_counters,
     refresh_window_evidence,
@@ -79,6 +80,24 @@ def build_checks(app: AppSettings, refresh_days: int) -> list[dg.AssetChecksDefi
 
     @dg.asset_check(
         asset=key,
+        name="no_counter_regressions",
+        description="No delivered, read, replied or failed counter went backwards in this run's load "
+        "(each drop is kept in cinnox.counter_regression). A warning: the fact holds what CINNOX says now.",
+    )
+    def no_counter_regressions(
+        context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource
+    ) -> dg.AssetCheckResult:
+        outcome = counter_regressions(warehouse.engine, app.app_id, context.run.run_id)
+        result = _result(outcome, "had a counter go backwards (campaign.counter in the sample)")
+        return dg.AssetCheckResult(
+            passed=result.passed,
+            severity=dg.AssetCheckSeverity.WARN,
+            description=result.description,
+            metadata=result.metadata,
+        )
+
+    @dg.asset_check(
+        asset=key,
         name="refresh_window_covers_changes",
         description=(
             "From the counter history: the share of campaigns whose counters still changed N days after the "
@@ -89,7 +108,7 @@ def build_checks(app: AppSettings, refresh_days: int) -> list[dg.AssetChecksDefi
     def refresh_window_covers_changes(warehouse: WarehouseResource) -> dg.AssetCheckResult:
         return _evidence_result(refresh_window_evidence(warehouse.engine, app.app_id, refresh_days))
 
-    return [unique_campaign_ids, non_negative_counters, refresh_window_covers_changes]
+    return [unique_campaign_ids, non_negative_counters, no_counter_regressions, refresh_window_covers_changes]
 
 
 def build_check_definitions(settings: PipelineSettings) -> dg.Definitions:

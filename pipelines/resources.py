@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import replace
 from datetime import timedelta
@@ -12,7 +13,7 @@ import dagster as dg
 from pydantic import Field, PrivateAttr
 from sqlalchemy import Engine
 
-from cinnox import SENT_CAMPAIGNS_SUMMARY, CinnoxClient, Page, RetryPolicy, Window
+from cinnox import SENT_CAMPAIGNS_SUMMARY, CinnoxClient, Page, RateLimiter, RetryPolicy, Window
 from pipelines.settings import PipelineSettings
 from warehouse.db import create_warehouse_engine
 from warehouse.load import LoadResult, SettlePolicy, load_sent_campaigns
@@ -42,6 +43,21 @@ class CinnoxResource(dg.ConfigurableResource):  # type: ignore[type-arg]
     max_attempts: int = 6
     records_key: str = SENT_CAMPAIGNS_SUMMARY.records_key
     total_key: str = "total"
+    requests_per_second: int = 10  # per app, shared by every request of the run; 0: no limit
+    backoff_ms: int = 500  # first retry's backoff, doubled each time
+    retry_budget_seconds: int = 300  # per page, whatever the attempts left
+    max_reads: int = 4  # reads of a drifting window before giving up
+    ca_bundle: str = ""  # extra trusted roots (PEM file); verification itself cannot be disabled
+    allow_plain_http: str = "false"  # "true" allows http:// to a non-loopback host
+    _limiters: dict[str, RateLimiter] = PrivateAttr(default_factory=dict)
+    _limiters_lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
+
+    def rate_limiter(self, app_id: str) -> RateLimiter:
+        """The app's limiter: one per resource instance, so every client of a run shares it."""
+        with self._limiters_lock:
+            if app_id not in self._limiters:
+                self._limiters[app_id] = RateLimiter(self.requests_per_second or None)
+            return self._limiters[app_id]
 
     def token_env_var(self, app_id: str) -> str:
         return next((app.token_env_var for app in self.apps if app.app_id == app_id), "")
@@ -61,9 +77,17 @@ class CinnoxResource(dg.ConfigurableResource):  # type: ignore[type-arg]
             auth_scheme=self.auth_scheme,
             page_size=self.page_size,
             timeout=self.timeout_seconds,
-            retry=RetryPolicy(max_attempts=self.max_attempts),
+            retry=RetryPolicy(
+                max_attempts=self.max_attempts,
+                backoff_base=self.backoff_ms / 1000,
+                max_elapsed=self.retry_budget_seconds,
+            ),
             endpoint=endpoint,
             logger=logger,
+            rate_limiter=self.rate_limiter(app_id),
+            max_reads=self.max_reads,
+            ca_bundle=self.ca_bundle or None,
+            allow_plain_http=_flag("CINNOX_ALLOW_PLAIN_HTTP", self.allow_plain_http),
         )
 
 
@@ -93,11 +117,29 @@ class WarehouseResource(dg.ConfigurableResource):  # type: ignore[type-arg]
             self._engine = create_warehouse_engine(self.database_url)
         return self._engine
 
-    def load_sent_campaigns(self, app_id: str, window: Window, pages: Iterable[Page], run_id: str | None) -> LoadResult:
+    def load_sent_campaigns(
+        self,
+        app_id: str,
+        window: Window,
+        pages: Iterable[Page],
+        run_id: str | None,
+        max_reject_share: float | None = None,
+    ) -> LoadResult:
         settle = SettlePolicy(
             quiet=timedelta(hours=self.settle_quiet_hours), final_age=timedelta(days=self.settle_final_days)
         )
-        return load_sent_campaigns(self.engine, app_id, window, pages, run_id=run_id, settle=settle)
+        return load_sent_campaigns(
+            self.engine, app_id, window, pages, run_id=run_id, max_reject_share=max_reject_share, settle=settle
+        )
+
+
+def _flag(name: str, value: str) -> bool:
+    text = value.strip().lower()
+    if text in ("true", "1", "yes"):
+        return True
+    if text in ("false", "0", "no", ""):
+        return False
+    raise dg.Failure(f"{name}: {value!r} is neither true nor false")
 
 
 # Optional settings: resource field -> (environment variable, is it a whole number).
@@ -109,6 +151,12 @@ TUNABLE_SETTINGS = {
     "max_attempts": ("CINNOX_MAX_ATTEMPTS", True),
     "records_key": ("CINNOX_RECORDS_KEY", False),
     "total_key": ("CINNOX_TOTAL_KEY", False),
+    "requests_per_second": ("CINNOX_REQUESTS_PER_SECOND", True),
+    "backoff_ms": ("CINNOX_BACKOFF_MS", True),
+    "retry_budget_seconds": ("CINNOX_RETRY_BUDGET_SECONDS", True),
+    "max_reads": ("CINNOX_MAX_READS", True),
+    "ca_bundle": ("CINNOX_CA_BUNDLE", False),
+    "allow_plain_http": ("CINNOX_ALLOW_PLAIN_HTTP", False),
 }
 WAREHOUSE_SETTINGS = {
     "settle_quiet_hours": "CINNOX_SETTLE_QUIET_HOURS",

@@ -18,6 +18,9 @@ from cinnox.simulator import DEFAULT_APPS
 DEFAULT_PARTITIONS_START = "2025-01-01"
 DEFAULT_REFRESH_DAYS = 7
 DEFAULT_REFRESH_CRON = "0 * * * *"  # hourly: receipts keep arriving through the day
+# Above this share of a window's records rejected, the run fails instead of loading the rest:
+# that many bad records means CINNOX changed its format, not that a few records are odd.
+DEFAULT_MAX_REJECT_SHARE = 0.05
 _APP_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}")
 
 
@@ -48,6 +51,7 @@ class PipelineSettings:
     partitions_start: date
     refresh_days: int
     refresh_cron: str
+    max_reject_share: float = DEFAULT_MAX_REJECT_SHARE
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> PipelineSettings:
@@ -72,8 +76,16 @@ class PipelineSettings:
         days_text = environ.get("CINNOX_REFRESH_DAYS", str(DEFAULT_REFRESH_DAYS))
         if not days_text.isdigit() or int(days_text) < 1:
             raise SettingsError(f"CINNOX_REFRESH_DAYS: {days_text!r} is not a whole number of days >= 1")
+        share_text = environ.get("CINNOX_MAX_REJECT_SHARE", str(DEFAULT_MAX_REJECT_SHARE)).strip()
+        try:
+            share = float(share_text)
+        except ValueError:
+            share = -1.0
+        if not 0.0 <= share <= 1.0:
+            raise SettingsError(f"CINNOX_MAX_REJECT_SHARE: {share_text!r} is not a fraction between 0 and 1")
         return cls(
             apps=apps,
+            max_reject_share=share,
             partitions_start=start,
             refresh_days=int(days_text),
             refresh_cron=environ.get("CINNOX_REFRESH_CRON", DEFAULT_REFRESH_CRON),

@@ -48,6 +48,8 @@ from sqlalchemy.sql import Select
 from cinnox import Page, Window
 from warehouse.models import (
     COUNTER_COLUMNS,
+    MONOTONIC_COUNTERS,
+    CounterRegression,
     DimApp,
     DimChannel,
     DimDate,
@@ -58,6 +60,7 @@ from warehouse.models import (
     FactSentCampaignSnapshot,
     SentCampaignPayload,
     SentCampaignReject,
+    SourceField,
     table_of,
 )
 from warehouse.normalize import Rejection, StagedCampaign, stage_record
@@ -128,6 +131,17 @@ class LoadResult:
     dimension_rows_inserted: int = 0
     snapshots_inserted: int = 0  # campaigns whose counters were seen to change (new ones included)
     reject_reasons: Counter[str] = field(default_factory=Counter)
+    counter_regressions: int = 0  # counters smaller than the warehouse held, recorded
+    marked_missing: int = 0  # campaigns of the window CINNOX no longer returned, marked now
+    reappeared: int = 0  # campaigns marked missing that CINNOX returned again
+    missing_at_source: int = 0  # campaigns of the window marked missing after this load
+    unknown_fields: list[str] = field(default_factory=list)  # fields the parser ignores, kept in raw
+    new_fields: list[str] = field(default_factory=list)  # of those, the ones no load had seen before
+    reject_share_exceeded: bool = False  # too many rejects: only they were kept, nothing merged
+
+    @property
+    def reject_share(self) -> float:
+        return self.rejected / self.records if self.records else 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,26 +165,39 @@ def load_sent_campaigns(
     pages: Iterable[Page],
     *,
     run_id: str | None = None,
+    max_reject_share: float | None = None,
     settle: SettlePolicy = SettlePolicy(),
 ) -> LoadResult:
     """Stream `pages` for one app and window into the warehouse in a single transaction.
 
     Pages are consumed lazily, so extraction and COPY overlap and memory stays flat; if the
     iterator raises (say CINNOX gave up), the transaction rolls back and nothing changes.
+    `pages` must be a complete read of the window (the client re-reads until it is, or
+    raises): campaigns of the window it lacks are marked missing at the source.
+
+    When more than `max_reject_share` of the records are rejected, only the rejects are kept
+    and nothing is merged (`reject_share_exceeded`); the caller fails the run.
     """
     result = LoadResult()
     with engine.begin() as conn:
         # One load per app at a time: two runs of the same window cannot interleave merges.
         conn.execute(select(func.pg_advisory_xact_lock(func.hashtextextended("cinnox.load:" + app_id, 0))))
         stage.create(conn)
-        _copy_into_stage(conn, window, pages, result)
+        fields = _copy_into_stage(conn, window, pages, result)
         # A temp table has no statistics until analysed; the merges' join plans need them.
         conn.execute(text("ANALYZE stage_sent_campaign"))
+        if max_reject_share is not None and result.reject_share > max_reject_share:
+            result.reject_share_exceeded = True
+            result.rejects_inserted = _insert_rejects(conn, app_id, window, run_id)
+            return result
         app_key = _ensure_app(conn, app_id)
         result.dimension_rows_inserted = _merge_dimensions(conn, app_key, window)
+        result.counter_regressions = _record_regressions(conn, app_key, run_id)
         _merge_fact(conn, app_key, run_id, settle, result)
+        _mark_missing(conn, app_key, window, result)
         result.raw_versions_inserted = _insert_raw_versions(conn, app_id, run_id)
         result.rejects_inserted = _insert_rejects(conn, app_id, window, run_id)
+        _record_fields(conn, app_id, fields, run_id, result)
     _analyze_if_grown(engine, result.inserted + result.snapshots_inserted)
     return result
 
@@ -207,7 +234,9 @@ def _analyze_if_grown(engine: Engine, rows_added: int) -> None:
         conn.commit()
 
 
-def _copy_into_stage(conn: Connection, window: Window, pages: Iterable[Page], result: LoadResult) -> None:
+def _copy_into_stage(conn: Connection, window: Window, pages: Iterable[Page], result: LoadResult) -> set[str]:
+    """COPY every record into the stage; returns the field paths the records carried."""
+    fields: set[str] = set()
     columns = [c.name for c in stage.columns]
     statement = sql.SQL("COPY {} ({}) FROM STDIN").format(
         sql.Identifier(stage.name), sql.SQL(", ").join(map(sql.Identifier, columns))
@@ -220,6 +249,8 @@ def _copy_into_stage(conn: Connection, window: Window, pages: Iterable[Page], re
             for record in page.records:
                 seq += 1
                 result.records += 1
+                if isinstance(record, dict):
+                    _collect_fields(record, fields)
                 staged = stage_record(record, window, page.fetched_at)
                 if isinstance(staged, Rejection):
                     result.rejected += 1
@@ -228,6 +259,15 @@ def _copy_into_stage(conn: Connection, window: Window, pages: Iterable[Page], re
                     continue
                 result.valid += 1
                 copy.write_row(_campaign_row(seq, staged))
+    return fields
+
+
+def _collect_fields(record: dict[str, Any], fields: set[str]) -> None:
+    # Distinct names only, so the set stays as small as the schema, whatever the volume.
+    for name, value in record.items():
+        fields.add(str(name))
+        if name == "sender" and isinstance(value, dict):
+            fields.update(f"sender.{sub}" for sub in value)
 
 
 def _campaign_row(seq: int, staged: StagedCampaign) -> tuple[object, ...]:
@@ -497,13 +537,7 @@ def fact_merge(app_key: int, run_id: str | None, settle: SettlePolicy) -> Select
 
     # The same campaign can come twice in one unit (pages shifting under us); the last read
     # wins, and a single INSERT must not touch one key twice.
-    latest = (
-        select(stage)
-        .where(stage.c.reject_reasons.is_(None))
-        .ext(distinct_on(stage.c.campaign_id))
-        .order_by(stage.c.campaign_id, stage.c.seq.desc())
-        .subquery("latest")
-    )
+    latest = _latest_valid()
     incoming = (
         select(
             literal(app_key, Integer).label("app_key"),
@@ -755,3 +789,105 @@ def _insert_rejects(conn: Connection, app_id: str, window: Window, run_id: str |
         "dagster_run_id",
     ]
     return _insert_missing(conn, rejects, columns, rows)
+
+
+def _latest_valid() -> Any:
+    """The last staged version of each valid campaign (the same id can come in several reads)."""
+    return (
+        select(stage)
+        .where(stage.c.reject_reasons.is_(None))
+        .ext(distinct_on(stage.c.campaign_id))
+        .order_by(stage.c.campaign_id, stage.c.seq.desc())
+        .subquery("latest")
+    )
+
+
+def _record_regressions(conn: Connection, app_key: int, run_id: str | None) -> int:
+    """Keep the old value of every monotonic counter CINNOX now reports smaller (before the merge)."""
+    fact = table_of(FactSentCampaign)
+    regressions = table_of(CounterRegression)
+    latest = _latest_valid()
+    recorded = 0
+    for counter in MONOTONIC_COUNTERS:
+        drops = (
+            select(
+                fact.c.app_key,
+                fact.c.campaign_id,
+                literal(counter, Text),
+                fact.c[counter],
+                latest.c[counter],
+                literal(run_id, Text),
+            )
+            .join_from(latest, fact, and_(fact.c.app_key == app_key, fact.c.campaign_id == latest.c.campaign_id))
+            .where(latest.c[counter] < fact.c[counter])
+        )
+        columns = ["app_key", "campaign_id", "counter", "previous_value", "new_value", "dagster_run_id"]
+        recorded += _insert_missing(conn, regressions, columns, drops)
+    return recorded
+
+
+def _mark_missing(conn: Connection, app_key: int, window: Window, result: LoadResult) -> None:
+    """Mark the window's campaigns CINNOX no longer returned; un-mark those it returned again.
+
+    Any staged record counts as returned, a rejected one too: it is at the source, just bad.
+    """
+    fact = table_of(FactSentCampaign)
+    in_window = and_(fact.c.app_key == app_key, fact.c.sent_at >= window.start, fact.c.sent_at < window.end)
+    returned = exists().where(stage.c.campaign_id == fact.c.campaign_id)
+    marked = conn.execute(
+        fact.update()
+        .where(in_window, fact.c.missing_at_source_since.is_(None), not_(returned))
+        .values(missing_at_source_since=func.now())
+        .execution_options(preserve_rowcount=True)
+    )
+    result.marked_missing = marked.rowcount
+    back = conn.execute(
+        fact.update()
+        .where(fact.c.app_key == app_key, fact.c.missing_at_source_since.is_not(None), returned)
+        .values(missing_at_source_since=None)
+        .execution_options(preserve_rowcount=True)
+    )
+    result.reappeared = back.rowcount
+    result.missing_at_source = int(
+        conn.scalar(select(func.count()).where(in_window, fact.c.missing_at_source_since.is_not(None))) or 0
+    )
+
+
+def _record_fields(conn: Connection, app_id: str, fields: set[str], run_id: str | None, result: LoadResult) -> None:
+    """Remember every field path seen; the unknown ones no load had seen before are news."""
+    result.unknown_fields = sorted(fields - KNOWN_FIELDS)
+    if not fields:
+        return
+    table = table_of(SourceField)
+    rows = [
+        {"app_id": app_id, "field_path": path, "known": path in KNOWN_FIELDS, "first_dagster_run_id": run_id}
+        for path in sorted(fields)
+    ]
+    inserted = conn.execute(
+        insert(table).values(rows).on_conflict_do_nothing().returning(table.c.field_path, table.c.known)
+    ).all()
+    result.new_fields = sorted(path for path, known in inserted if not known)
+
+
+# The record fields the parser reads (docs/cinnox-api.md); any other is kept in raw JSON only.
+KNOWN_FIELDS = frozenset(
+    {
+        "id",
+        "date",
+        "campaignName",
+        "channel",
+        "createdBy",
+        "sender",
+        "sender.phone",
+        "sender.channelName",
+        "sender.sourceName",
+        "sender.senderEID",
+        "subject",
+        "totalRecipients",
+        "delivered",
+        "read",
+        "replied",
+        "pending",
+        "failed",
+    }
+)

@@ -46,6 +46,9 @@ NAMING_CONVENTION = {
 Timestamp = TIMESTAMP(timezone=True)
 # The fact's counter columns, in the order the API doc lists them.
 COUNTER_COLUMNS = ("total_recipients", "delivered", "read", "replied", "pending", "failed")
+# Counters that only ever grow as receipts arrive; one going down is recorded as a regression.
+# (pending falls as receipts arrive, and total_recipients is fixed at the send.)
+MONOTONIC_COUNTERS = ("delivered", "read", "replied", "failed")
 
 
 class Base(DeclarativeBase):
@@ -108,6 +111,28 @@ class SentCampaignReject(Base):
     window_end: Mapped[datetime] = mapped_column(Timestamp, comment="End of the requested window (exclusive).")
     rejected_at: Mapped[datetime] = mapped_column(Timestamp, comment="When the record was first fetched and rejected.")
     dagster_run_id: Mapped[str | None] = mapped_column(Text, comment="Dagster run that first rejected the record.")
+
+
+class SourceField(Base):
+    __tablename__ = "source_field"
+    __table_args__: Any = {
+        "schema": RAW_SCHEMA,
+        "comment": "Every field path CINNOX has sent in a sent-campaign record, per app, and when it was "
+        "first seen. A path the parser does not know is schema drift: its values stay in the raw JSON, "
+        "and the run that first saw it reports it in its Dagster metadata.",
+    }
+
+    app_id: Mapped[str] = mapped_column(Text, primary_key=True, comment="CINNOX App ID the record was read from.")
+    field_path: Mapped[str] = mapped_column(
+        Text, primary_key=True, comment="Dotted path of the field in the record, e.g. sender.phone."
+    )
+    known: Mapped[bool] = mapped_column(
+        Boolean, comment="True when the pipeline parses the field; False for a field kept only in raw JSON."
+    )
+    first_seen_at: Mapped[datetime] = mapped_column(
+        Timestamp, server_default=func.now(), comment="When a load first saw the field (UTC)."
+    )
+    first_dagster_run_id: Mapped[str | None] = mapped_column(Text, comment="Dagster run that first saw the field.")
 
 
 # --- cinnox: the star schema ----------------------------------------------------------------
@@ -307,6 +332,12 @@ class FactSentCampaign(Base):
         "past the final age. NULL while they may still change; cleared if they change again.",
     )
 
+    missing_at_source_since: Mapped[datetime | None] = mapped_column(
+        Timestamp,
+        comment="When a complete read of a window holding this campaign no longer returned it; NULL while "
+        "CINNOX returns it. The row is kept, never deleted, and un-marked if the campaign comes back.",
+    )
+
 
 class FactSentCampaignSnapshot(Base):
     __tablename__ = "fact_sent_campaign_snapshot"
@@ -338,6 +369,31 @@ class FactSentCampaignSnapshot(Base):
     )
     failed: Mapped[int | None] = mapped_column(Integer, comment="Failed, as of observed_at (WhatsApp only).")
     dagster_run_id: Mapped[str | None] = mapped_column(Text, comment="Dagster run that observed the change.")
+
+
+class CounterRegression(Base):
+    __tablename__ = "counter_regression"
+    __table_args__: Any = (
+        Index(None, "app_key", "campaign_id"),
+        {
+            "schema": STAR_SCHEMA,
+            "comment": "Counters that went backwards: CINNOX reported a smaller delivered, read, replied or "
+            "failed than the warehouse held. The fact takes the new value; this table keeps the old one.",
+        },
+    )
+
+    regression_id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True, comment="Surrogate key.")
+    app_key: Mapped[int] = mapped_column(ForeignKey(DimApp.app_key), comment="The app of the campaign.")
+    campaign_id: Mapped[str] = mapped_column(Text, comment="CINNOX campaign id.")
+    counter: Mapped[str] = mapped_column(Text, comment="The fact column that went down: delivered, read, ...")
+    previous_value: Mapped[int] = mapped_column(Integer, comment="The value the warehouse held before.")
+    new_value: Mapped[int | None] = mapped_column(
+        Integer, comment="The value CINNOX reported now (NULL: no longer reported)."
+    )
+    detected_at: Mapped[datetime] = mapped_column(
+        Timestamp, server_default=func.now(), comment="When the load that saw the drop ran (UTC)."
+    )
+    dagster_run_id: Mapped[str | None] = mapped_column(Text, comment="Dagster run that saw the drop.")
 
 
 def table_of(model: type[Base]) -> Table:

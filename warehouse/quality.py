@@ -7,7 +7,14 @@ from datetime import timedelta
 
 from sqlalchemy import Engine, Subquery, func, or_, select, true
 
-from warehouse.models import COUNTER_COLUMNS, DimApp, FactSentCampaign, FactSentCampaignSnapshot, table_of
+from warehouse.models import (
+    COUNTER_COLUMNS,
+    CounterRegression,
+    DimApp,
+    FactSentCampaign,
+    FactSentCampaignSnapshot,
+    table_of,
+)
 
 SAMPLE_SIZE = 10
 
@@ -149,3 +156,18 @@ def refresh_window_evidence(
         int(past),
         int(unsettled),
     )
+
+
+def counter_regressions(engine: Engine, app_id: str, run_id: str) -> CheckOutcome:
+    """Counters of the app that went backwards in the given run's load (cinnox.counter_regression)."""
+    found = (
+        select(CounterRegression.campaign_id, CounterRegression.counter)
+        .join(DimApp, DimApp.app_key == CounterRegression.app_key)
+        .where(DimApp.app_id == app_id, CounterRegression.dagster_run_id == run_id)
+        .order_by(CounterRegression.campaign_id, CounterRegression.counter)
+    )
+    rows = _app_rows(app_id)
+    with engine.connect() as conn:
+        total = conn.scalar(select(func.count()).select_from(rows)) or 0
+        drops = [f"{campaign}.{counter}" for campaign, counter in conn.execute(found)]
+    return CheckOutcome(rows_checked=total, violations=len(drops), sample=drops[:SAMPLE_SIZE])

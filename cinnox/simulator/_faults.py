@@ -32,6 +32,32 @@ class FaultKind(StrEnum):
     HTTP_503 = "http_503"
     """HTTP 503 with a plain-text body, as a proxy in front of the API would answer;
     Retry-After as for HTTP_429."""
+    THROTTLED_IN_BODY = "throttled_in_body"
+    """HTTP 200 whose JSON body carries code 6451010 "Too many requests" and no records."""
+    BAD_RESPONSE_IN_BODY = "bad_response_in_body"
+    """HTTP 200 whose JSON body carries code 6451001 "Bad response from the service"."""
+    HTML_BODY = "html_body"
+    """HTTP 200 with an HTML page instead of JSON, as a misconfigured proxy answers."""
+    SLOW = "slow"
+    """The normal answer, sent after `seconds` (default 1.0): longer than a short client timeout."""
+    DROP_CONNECTION = "drop_connection"
+    """Headers promise the whole body; half of it is sent, then the connection is closed."""
+    TRUNCATED_JSON = "truncated_json"
+    """A complete HTTP answer whose JSON body is cut in half (Content-Length matches the cut)."""
+    NEW_CAMPAIGN = "new_campaign"
+    """Before answering, a new campaign appears in the window, sorting first, so every later
+    offset shifts by one. It stays, like a real new campaign would."""
+    DUPLICATE_RECORD = "duplicate_record"
+    """The page starts one record early: its first record is the previous page's last, and
+    the record at the page's real end is never served in this pass."""
+    SHORT_PAGE = "short_page"
+    """The page holds only half of `limit` records although more follow (total unchanged)."""
+    TOTAL_CHANGES = "total_changes"
+    """The page's `total` is one more than the window really holds."""
+    MALFORMED_RECORDS = "malformed_records"
+    """Every record of the page has `delivered` as "n/a": each one must be rejected."""
+    UNKNOWN_FIELD = "unknown_field"
+    """Every record of the page carries a field CINNOX never documented, `costPerMessage`."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +68,7 @@ class Reply:
     body: bytes
     content_type: str = "application/json"
     headers: tuple[tuple[str, str], ...] = ()
+    drop_after: int | None = None  # send this many body bytes, then close the connection
 
 
 @dataclass(slots=True)
@@ -58,6 +85,7 @@ class FaultRule:
     app_id: str | None = None
     offset: int | None = None
     skip: int = 0
+    seconds: float | None = None  # SLOW only: how long to hold the answer back
 
     def __post_init__(self) -> None:
         self.kind = FaultKind(self.kind)
@@ -71,6 +99,10 @@ class FaultRule:
             raise ValueError(f"app_id must be null or a string, got {self.app_id!r}")
         if self.retry_after is not None and not isinstance(self.retry_after, str):
             raise ValueError(f"retry_after must be null or a string, got {self.retry_after!r}")
+        if self.seconds is not None and (
+            not isinstance(self.seconds, int | float) or isinstance(self.seconds, bool) or self.seconds < 0
+        ):
+            raise ValueError(f"seconds must be null or a number >= 0, got {self.seconds!r}")
 
     @classmethod
     def from_dict(cls, payload: Mapping[str, Any]) -> FaultRule:
@@ -82,6 +114,7 @@ class FaultRule:
             "app_id",
             "offset",
             "skip",
+            "seconds",
         }
         if unknown:
             raise ValueError(f"unknown fault field(s): {', '.join(sorted(unknown))}")
@@ -101,6 +134,7 @@ class FaultRule:
             app_id=payload.get("app_id"),
             offset=payload.get("offset"),
             skip=payload.get("skip", 0),
+            seconds=payload.get("seconds"),
         )
 
     def matches(self, app_id: str | None, offset: int | None) -> bool:
@@ -175,7 +209,26 @@ def canned_response(rule: FaultRule) -> Reply | None:
             return Reply(500, error_body(*BAD_RESPONSE))
         case FaultKind.HTTP_503:
             return Reply(503, b"Service Unavailable", "text/plain", headers=retry)
+        case FaultKind.THROTTLED_IN_BODY:
+            return Reply(200, error_body(*THROTTLED))
+        case FaultKind.BAD_RESPONSE_IN_BODY:
+            return Reply(200, error_body(*BAD_RESPONSE))
+        case FaultKind.HTML_BODY:
+            return Reply(200, PROXY_PAGE, "text/html")
     return None
+
+
+PROXY_PAGE = b"<html><head><title>502 Bad Gateway</title></head><body><h1>502 Bad Gateway</h1></body></html>"
+
+
+def distort(rule: FaultRule, reply: Reply) -> Reply:
+    """Spoil a normal answer's bytes on the way out (the kinds that act on the body)."""
+    match rule.kind:
+        case FaultKind.DROP_CONNECTION:
+            return replace(reply, drop_after=len(reply.body) // 2)
+        case FaultKind.TRUNCATED_JSON:
+            return replace(reply, body=reply.body[: len(reply.body) // 2])
+    return reply
 
 
 def _is_int(value: object) -> bool:

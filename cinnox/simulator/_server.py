@@ -29,6 +29,7 @@ from ._faults import (
     FaultRule,
     Reply,
     canned_response,
+    distort,
     error_body,
     parse_kind,
 )
@@ -137,6 +138,8 @@ class SimulatorServer:
         self._faults = FaultPlan()
         self._requests: deque[RequestRecord] = deque(maxlen=10_000)
         self._buckets: dict[str, _TokenBucket] = {}
+        self._extra: dict[str, list[dict[str, Any]]] = {}  # campaigns added while serving
+        self._hidden: set[tuple[str, str]] = set()  # (app, campaign) no longer served
         self._lock = threading.Lock()
         self._httpd: _HTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -239,9 +242,50 @@ class SimulatorServer:
         app_id: str | None = None,
         offset: int | None = None,
         skip: int = 0,
+        seconds: float | None = None,
     ) -> None:
         """Queue a fault for the next matching API requests; see `FaultRule`."""
-        self._faults.add(FaultRule(parse_kind(kind), times, retry_after, app_id, offset, skip))
+        self._faults.add(FaultRule(parse_kind(kind), times, retry_after, app_id, offset, skip, seconds))
+
+    def add_campaign(self, app_id: str, record: Mapping[str, Any]) -> None:
+        """Serve `record` from now on too, in every window its `date` falls in (sorted by id)."""
+        with self._lock:
+            self._extra.setdefault(app_id, []).append(dict(record))
+
+    def hide_campaign(self, app_id: str, campaign_id: str, hidden: bool = True) -> None:
+        """Stop serving a campaign (as if CINNOX lost it), or serve it again with hidden=False."""
+        with self._lock:
+            if hidden:
+                self._hidden.add((app_id, campaign_id))
+            else:
+                self._hidden.discard((app_id, campaign_id))
+
+    def _new_campaign(self, app_id: str, params: Mapping[str, str]) -> None:
+        """A campaign that sorts first in the requested window, copied from its first one."""
+        try:
+            start, end, _, _ = self._parse_query(params)
+        except _BadQuery:
+            return
+        existing = self._records(app_id, start, end)
+        if not existing:
+            return
+        with self._lock:
+            number = sum(len(extra) for extra in self._extra.values()) + 1
+        record = {**existing[0], "id": f"000000-late-{number:04d}", "campaignName": f"Late campaign {number}"}
+        self.add_campaign(app_id, record)
+
+    def _records(self, app_id: str, start: datetime, end: datetime) -> list[dict[str, Any]]:
+        """The window's records including added campaigns, sorted by id (a fault path only)."""
+        now = self.now
+        records = self._universe.campaigns(app_id, start, end, now)
+        with self._lock:
+            extra = list(self._extra.get(app_id, ()))
+        records += [r for r in extra if start <= parse_rfc3339(r["date"]) < min(end, now)]
+        with self._lock:
+            hidden = {campaign for app, campaign in self._hidden if app == app_id}
+        records = [r for r in records if r["id"] not in hidden]
+        records.sort(key=lambda record: str(record["id"]))
+        return records
 
     def clear_faults(self) -> None:
         self._faults.clear()
@@ -308,9 +352,13 @@ class SimulatorServer:
                     reply = Reply(429, error_body(*THROTTLED), headers=(("Retry-After", "1"),))
                     rate_limited = True
                 else:
-                    reply = self._summary(app_id, params)
-                    # Kinds that distort a normal answer (short page, truncated body, ...)
-                    # will act on `reply` here, keyed on `fault`.
+                    if rule is not None and rule.kind is FaultKind.NEW_CAMPAIGN:
+                        self._new_campaign(app_id, params)
+                    if rule is not None and rule.kind is FaultKind.SLOW:
+                        time.sleep(1.0 if rule.seconds is None else rule.seconds)
+                    reply = self._summary(app_id, params, rule)
+                    if rule is not None:
+                        reply = distort(rule, reply)
         except Exception:  # a simulator bug must still answer, not leave the client hanging
             _log.exception("simulator failed on %s %s?%s", method, path, query)
             reply = _json(500, {"code": 500, "message": "simulator error; see its log"})
@@ -347,12 +395,29 @@ class SimulatorServer:
             bucket = self._buckets.setdefault(app_id, _TokenBucket(self._rate_limit))
         return bucket.take()
 
-    def _summary(self, app_id: str, params: Mapping[str, str]) -> Reply:
+    def _summary(self, app_id: str, params: Mapping[str, str], rule: FaultRule | None = None) -> Reply:
         try:
             start, end, offset, limit = self._parse_query(params)
         except _BadQuery as exc:
             return _json(400, {"code": BAD_QUERY, "message": str(exc)})
-        total, data = self._universe.page(app_id, start, end, self.now, offset, limit)
+        kind = None if rule is None else rule.kind
+        with self._lock:
+            has_extra = bool(self._extra.get(app_id)) or any(app == app_id for app, _ in self._hidden)
+        if has_extra or kind is FaultKind.DUPLICATE_RECORD:
+            records = self._records(app_id, start, end)
+            total = len(records)
+            first = max(0, offset - 1) if kind is FaultKind.DUPLICATE_RECORD else offset
+            data = records[first : first + limit]
+        else:
+            total, data = self._universe.page(app_id, start, end, self.now, offset, limit)
+        if kind is FaultKind.SHORT_PAGE:
+            data = data[: max(1, limit // 2)]
+        elif kind is FaultKind.TOTAL_CHANGES:
+            total += 1
+        elif kind is FaultKind.MALFORMED_RECORDS:
+            data = [{**record, "delivered": "n/a"} for record in data]
+        elif kind is FaultKind.UNKNOWN_FIELD:
+            data = [{**record, "costPerMessage": 0.0042} for record in data]
         return _json(200, {"code": 0, "message": "OK", "total": total, "data": data})
 
     def _parse_query(self, params: Mapping[str, str]) -> tuple[datetime, datetime, int, int]:
@@ -528,7 +593,15 @@ class _Handler(BaseHTTPRequestHandler):
         for name, value in reply.headers:
             self.send_header(name, value)
         self.end_headers()
-        self.wfile.write(reply.body)
+        if reply.drop_after is None:
+            self.wfile.write(reply.body)
+            return
+        # The connection dropped mid-body: the client holds a promise of more bytes than came.
+        self.wfile.write(reply.body[: reply.drop_after])
+        self.wfile.flush()
+        self.close_connection = True
+        with contextlib.suppress(OSError):
+            self.connection.shutdown(socket.SHUT_RDWR)
 
     do_POST = do_PUT = do_DELETE = do_PATCH = do_GET
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
-from sqlalchemy import Engine, select, text
+from sqlalchemy import Engine, func, select, text
 
 from cinnox.simulator import FaultKind, SimulatorServer
 from pipelines.assets import build_sent_campaigns_asset
@@ -21,7 +21,7 @@ from pipelines.resources import build_resources
 from pipelines.settings import PipelineSettings
 from warehouse.db import create_warehouse_engine
 from warehouse.migrate import upgrade_to_head
-from warehouse.models import FactSentCampaign
+from warehouse.models import Base, FactSentCampaign
 
 APP = "sim-app-1"
 KEY = dg.AssetKey(["cinnox", "sent_campaigns", "sim_app_1"])
@@ -92,7 +92,12 @@ def test_a_range_is_one_run_that_loads_every_campaign_and_passes_its_checks(
     assert meta["window_start"] == "2026-06-10T00:00:00+00:00"
 
     checks = {c.check_name: c.passed for c in result.get_asset_check_evaluations()}
-    assert checks == {"unique_campaign_ids": True, "non_negative_counters": True, "refresh_window_covers_changes": True}
+    assert checks == {
+        "unique_campaign_ids": True,
+        "non_negative_counters": True,
+        "no_counter_regressions": True,
+        "refresh_window_covers_changes": True,
+    }
     with warehouse.connect() as conn:
         assert set(conn.scalars(select(FactSentCampaign.campaign_id))) == {r["id"] for r in expected}
         assert set(conn.scalars(select(FactSentCampaign.last_dagster_run_id))) == {result.run_id}
@@ -131,6 +136,13 @@ def test_the_token_appears_nowhere_dagster_stores_or_logs(
         assert result.success
         assert metadata(result)["retries"] == 2
         stored = [str(record) for record in instance.all_logs(result.run_id)]
+        # Materialization and check metadata, as Dagster stored them.
+        stored += [
+            repr(event.asset_materialization)
+            for event in instance.all_logs(result.run_id)
+            if event.asset_materialization is not None
+        ]
+        assert any("rate_limit_wait_seconds" in line for line in stored)
         run = instance.get_run_by_id(result.run_id)
         assert run is not None
         stored.append(repr(run.run_config))
@@ -143,15 +155,17 @@ def test_the_token_appears_nowhere_dagster_stores_or_logs(
     out, err = capfd.readouterr()
     assert TOKEN not in out + err
     with warehouse.connect() as conn:
-        dump = conn.execute(
-            text(
-                "SELECT string_agg(t::text, '') FROM ("
-                " SELECT row_to_json(p)::text AS t FROM cinnox_raw.sent_campaign_payload p"
-                " UNION ALL SELECT row_to_json(f)::text FROM cinnox.fact_sent_campaign f) rows"
+        # Every warehouse table, whole rows as text: the token must be in none of them.
+        dumps = {
+            table.fullname: conn.scalar(
+                select(func.string_agg(text(f"row_to_json({table.name})::text"), "")).select_from(table)
             )
-        ).scalar()
-    assert dump
-    assert TOKEN not in dump
+            for table in Base.metadata.sorted_tables
+        }
+    assert dumps["cinnox.fact_sent_campaign"]
+    assert dumps["cinnox_raw.sent_campaign_payload"]
+    assert dumps["cinnox_raw.source_field"]
+    assert not [name for name, dump in dumps.items() if dump and TOKEN in dump]
 
 
 def test_a_refused_token_fails_the_run_naming_the_variable_not_the_token(
@@ -247,4 +261,18 @@ def test_one_partition_with_materialize(
     day = datetime(2026, 6, 14, tzinfo=UTC)
     expected = cinnox_api.universe.campaigns(APP, day, day.replace(day=15), NOW)
     assert metadata(result)["inserted"] == len(expected)
-    assert [c.passed for c in result.get_asset_check_evaluations()] == [True, True, True]
+    assert [c.passed for c in result.get_asset_check_evaluations()] == [True, True, True, True]
+
+
+def test_plain_http_to_a_remote_host_fails_the_run_without_a_request(
+    run_range: Callable[..., dg.ExecuteInProcessResult], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CINNOX_BASE_URL", "http://api.cinnox.invalid")
+    result = run_range("2026-06-14", "2026-06-14")
+    assert not result.success
+    failure = next(e for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_FAILURE)
+    error = failure.step_failure_data.error
+    assert error is not None
+    assert "plain http to a host that is not loopback" in error.message
+    assert "CINNOX_ALLOW_PLAIN_HTTP" in error.message
+    assert not [e for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_UP_FOR_RETRY]

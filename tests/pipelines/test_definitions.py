@@ -13,6 +13,7 @@ import pytest
 
 from pipelines.definitions import build_definitions
 from pipelines.partitions import PARTITION_RANGE_END_TAG, PARTITION_RANGE_START_TAG
+from pipelines.resources import CinnoxAppToken, CinnoxResource
 from pipelines.settings import AppSettings, PipelineSettings, SettingsError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -28,7 +29,12 @@ def test_defaults_give_one_asset_and_three_checks_per_simulated_app() -> None:
     assert checks == {
         (asset, name)
         for asset in keys
-        for name in ("unique_campaign_ids", "non_negative_counters", "refresh_window_covers_changes")
+        for name in (
+            "unique_campaign_ids",
+            "non_negative_counters",
+            "no_counter_regressions",
+            "refresh_window_covers_changes",
+        )
     }
     asset = defs.resolve_assets_def(dg.AssetKey(["cinnox", "sent_campaigns", "sim_app_1"]))
     assert asset.backfill_policy == dg.BackfillPolicy.single_run()
@@ -42,6 +48,11 @@ def test_apps_come_from_the_environment() -> None:
     assert keys == {"cinnox/sent_campaigns/acme_hk", "cinnox/sent_campaigns/acme_sg"}
 
 
+def test_reject_share_defaults_to_five_percent_and_is_configurable() -> None:
+    assert PipelineSettings.from_env({}).max_reject_share == 0.05
+    assert PipelineSettings.from_env({"CINNOX_MAX_REJECT_SHARE": "0.2"}).max_reject_share == 0.2
+
+
 def test_token_variable_is_named_after_the_app() -> None:
     assert AppSettings("acme-hk.2").token_env_var == "CINNOX_TOKEN_ACME_HK_2"
 
@@ -53,6 +64,8 @@ def test_token_variable_is_named_after_the_app() -> None:
         ({"CINNOX_APP_IDS": "acme-hk,acme_hk"}, "would share"),
         ({"CINNOX_PARTITIONS_START": "last year"}, "CINNOX_PARTITIONS_START"),
         ({"CINNOX_REFRESH_DAYS": "0"}, "CINNOX_REFRESH_DAYS"),
+        ({"CINNOX_MAX_REJECT_SHARE": "5%"}, "CINNOX_MAX_REJECT_SHARE: '5%' is not a fraction"),
+        ({"CINNOX_MAX_REJECT_SHARE": "1.5"}, "CINNOX_MAX_REJECT_SHARE"),
     ],
 )
 def test_bad_settings_name_the_variable(environ: dict[str, str], message: str) -> None:
@@ -97,3 +110,16 @@ def test_dagster_definitions_validate_passes_on_the_workspace(tmp_path: Path) ->
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "All code locations passed validation" in done.stdout + done.stderr
+
+
+def test_every_client_of_an_app_shares_one_rate_limiter() -> None:
+    cinnox = CinnoxResource(
+        base_url="http://127.0.0.1:1",
+        apps=[CinnoxAppToken(app_id="a", token="t-a"), CinnoxAppToken(app_id="b", token="t-b")],
+        requests_per_second=5,
+    )
+    with cinnox.client("a") as one, cinnox.client("a") as two, cinnox.client("b") as other:
+        assert one._limiter is two._limiter
+        assert one._limiter is not other._limiter
+        assert one._limiter.rate == 5
+    assert CinnoxResource(base_url="http://127.0.0.1:1", apps=[], requests_per_second=0).rate_limiter("a").rate is None

@@ -411,7 +411,15 @@ def test_control_state_clock_and_faults(sim: SimulatorServer, client: httpx.Clie
     added = control.post("/_simulator/faults", json={"kind": "http_429", "retry_after": 2, "app_id": "sim-app-1"})
     assert added.status_code == 201
     assert added.json()["faults"] == [
-        {"kind": "http_429", "times": 1, "retry_after": "2", "app_id": "sim-app-1", "offset": None, "skip": 0}
+        {
+            "kind": "http_429",
+            "times": 1,
+            "retry_after": "2",
+            "app_id": "sim-app-1",
+            "offset": None,
+            "skip": 0,
+            "seconds": None,
+        }
     ]
     control.post("/_simulator/faults", json={"kind": "HTTP_500", "times": 3})
     assert len(control.get("/_simulator/state").json()["faults"]) == 2

@@ -9,9 +9,11 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pytest
 from alembic import command
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, inspect, select, text
+from sqlalchemy.exc import DBAPIError
 
 from cinnox import CinnoxClient, Window
 from cinnox.simulator import DEFAULT_APPS, SimulatorServer
@@ -81,6 +83,57 @@ def test_alembic_command_line_uses_database_url(create_database: Callable[[], st
         assert done.returncode == 0, done.stderr
     head = ScriptDirectory.from_config(alembic_config()).get_current_head()
     assert f"{head} (head)" in done.stdout
+
+
+FAILING_REVISION = '''"""A revision that fails halfway, for the test.
+
+Why: to prove a failed upgrade leaves the schema at the previous revision.
+"""
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "fail"
+down_revision = "{head}"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    op.create_table("half_done", sa.Column("id", sa.Integer(), primary_key=True), schema="cinnox")
+    op.add_column("fact_sent_campaign", sa.Column("half_done", sa.Integer()), schema="cinnox")
+    op.execute("SELECT 1 / 0")
+
+
+def downgrade() -> None:
+    pass
+'''
+
+
+def test_a_migration_failing_halfway_leaves_the_previous_revision(
+    create_database: Callable[[], str], tmp_path: Path
+) -> None:
+    engine = create_warehouse_engine(create_database())
+    upgrade_to_head(engine)
+    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+    versions = tmp_path / "versions"
+    versions.mkdir()
+    for path in (ROOT / "migrations" / "versions").glob("*.py"):
+        (versions / path.name).write_text(path.read_text())
+    (versions / "2099_01_01_fail.py").write_text(FAILING_REVISION.replace("{head}", str(head)))
+    config = alembic_config()
+    config.set_main_option("script_location", str(ROOT / "migrations"))
+    config.set_main_option("version_locations", str(versions))
+    with engine.connect() as conn:
+        config.attributes["connection"] = conn
+        with pytest.raises(DBAPIError, match="division by zero"):
+            command.upgrade(config, "head")
+    with engine.connect() as conn:
+        assert conn.scalar(text("SELECT version_num FROM alembic_version")) == head
+        assert not inspect(conn).has_table("half_done", schema="cinnox")
+        columns = {c["name"] for c in inspect(conn).get_columns("fact_sent_campaign", schema="cinnox")}
+        assert "half_done" not in columns
+    engine.dispose()
 
 
 def test_alembic_without_database_url_says_what_to_set() -> None:

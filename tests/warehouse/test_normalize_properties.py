@@ -1,0 +1,110 @@
+"""Property-based: whatever JSON CINNOX sends in whatever field, the normaliser either stages
+a record PostgreSQL can store or rejects it with a reason. It never raises."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from cinnox import Window
+from cinnox._parse import MAX_COUNTER
+from warehouse.normalize import Rejection, StagedCampaign, stage_record
+
+WINDOW = Window(datetime(2024, 5, 24, tzinfo=UTC), datetime(2024, 5, 25, tzinfo=UTC))
+NOW = datetime(2024, 5, 26, tzinfo=UTC)
+VALID: dict[str, Any] = {
+    "id": "6650f1c2a1b2c3d4e5f60719",
+    "date": "2024-05-24T16:15:30.000+08:00",
+    "campaignName": "Order updates",
+    "channel": "WhatsApp",
+    "createdBy": "Grace Hopper",
+    "sender": {"phone": "+85290001234", "channelName": "Acme Shop", "sourceName": "Meta", "senderEID": "e1"},
+    "subject": "order_update_v3",
+    "totalRecipients": 50,
+    "delivered": 48,
+    "read": 30,
+    "replied": 4,
+    "pending": 1,
+    "failed": 1,
+}
+COUNTERS = ("totalRecipients", "delivered", "read", "replied", "pending", "failed")
+
+# Any JSON value: text includes NUL and lone surrogates, numbers go far past int32.
+json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(st.characters(codec=None)),
+    lambda children: st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=5), children, max_size=3),
+    max_leaves=8,
+)
+# Values shaped like what CINNOX might plausibly send by mistake for each field.
+near_miss = st.sampled_from(
+    ["", " ", "12", "-3", "1e3", "12.0", "2024-05-24", "2024-05-24T10:00:00", "SMS", "whats app", "\x00"]
+) | st.integers(min_value=-(2**40), max_value=2**40)
+
+
+@st.composite
+def records(draw: st.DrawFn) -> Any:
+    if draw(st.integers(0, 9)) == 0:
+        return draw(json_values)  # not even an object, sometimes
+    record = dict(VALID)
+    for name in list(VALID) + draw(st.lists(st.text(max_size=8), max_size=2)):
+        choice = draw(st.integers(0, 5))
+        if choice == 0:
+            record.pop(name, None)
+        elif choice == 1:
+            record[name] = draw(json_values)
+        elif choice == 2:
+            record[name] = draw(near_miss)
+    if isinstance(record.get("sender"), dict) and draw(st.booleans()):
+        record["sender"] = {**record["sender"], "phone": draw(json_values | near_miss)}
+    return record
+
+
+def _storable(text: str | None) -> bool:
+    return text is None or ("\x00" not in text and text.encode("utf-8", "strict") is not None)
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(records())
+def test_any_json_is_staged_storable_or_rejected_with_a_reason(record: Any) -> None:
+    staged = stage_record(record, WINDOW, NOW)  # must not raise, whatever the input
+    if isinstance(staged, Rejection):
+        assert staged.reasons
+        assert all(isinstance(reason, str) and reason for reason in staged.reasons)
+        assert (staged.payload_json is None) != (staged.payload_text is None)
+        assert len(staged.payload_hash) == 32
+        assert _storable(staged.campaign_id)
+        return
+    assert isinstance(staged, StagedCampaign)
+    campaign = staged.campaign
+    assert campaign.sent_at in WINDOW
+    assert staged.sent_date == campaign.sent_at.date()
+    assert json.loads(staged.payload_json) == record  # the raw layer keeps the record as sent
+    assert "\\u0000" not in staged.payload_json
+    for value in (campaign.total_recipients, campaign.delivered, campaign.read, campaign.replied):
+        assert value is None or 0 <= value <= MAX_COUNTER
+    for value in (campaign.pending, campaign.failed):
+        assert value is None or 0 <= value <= MAX_COUNTER
+    texts = [campaign.id, campaign.campaign_name, campaign.created_by, campaign.subject, *vars_of(campaign.sender)]
+    assert all(_storable(text) for text in texts)
+    # A counter sent as a numeric string loads as that number; absent stays NULL, never 0.
+    for name, attribute in zip(
+        COUNTERS, ("total_recipients", "delivered", "read", "replied", "pending", "failed"), strict=True
+    ):
+        sent = record.get(name)
+        loaded = getattr(campaign, attribute)
+        if sent is None:
+            assert loaded is None
+        elif isinstance(sent, str):
+            assert loaded == int(float(sent.strip()))
+
+
+def vars_of(sender: Any) -> list[str | None]:
+    return [sender.phone, sender.channel_name, sender.source_name, sender.sender_eid]
