@@ -47,6 +47,15 @@ SNAPSHOT = {
     "fields": "SELECT app_id, field_path, known FROM cinnox_raw.source_field ORDER BY 1, 2",
     "regressions": "SELECT campaign_id, counter, previous_value, new_value"
     " FROM cinnox.counter_regression ORDER BY 1, 2",
+    # The counter history holds one row per change seen: a fault that makes the client re-read
+    # a window must not add any.
+    "history": """
+        SELECT f.campaign_id, h.sent_at, h.total_recipients, h.delivered, h.read, h.replied, h.pending, h.failed
+        FROM cinnox.fact_sent_campaign_snapshot h JOIN cinnox.fact_sent_campaign f USING (sent_campaign_key)
+        ORDER BY 1, 2""",
+    "sender_versions": """
+        SELECT phone, coalesce(whatsapp_channel_name, ''), coalesce(sender_eid, ''), valid_from, valid_to, is_current
+        FROM cinnox.dim_sender ORDER BY 1, 2, 3, 4""",
     "dimensions": """
         SELECT 'sender', phone || '|' || coalesce(whatsapp_channel_name, '') || '|' || coalesce(sender_eid, '')
         FROM cinnox.dim_sender UNION ALL SELECT 'staff', staff_name FROM cinnox.dim_staff
