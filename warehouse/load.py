@@ -25,6 +25,7 @@ from sqlalchemy import (
     Interval,
     LargeBinary,
     MetaData,
+    Subquery,
     Table,
     Text,
     and_,
@@ -43,12 +44,13 @@ from sqlalchemy import (
     union,
 )
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB, TIMESTAMP, distinct_on, insert
-from sqlalchemy.sql import Select
+from sqlalchemy.sql.dml import Insert, ReturningInsert
 
 from cinnox import Page, Window
 from warehouse.models import (
     COUNTER_COLUMNS,
     MONOTONIC_COUNTERS,
+    Base,
     CounterRegression,
     DimApp,
     DimChannel,
@@ -198,40 +200,25 @@ def load_sent_campaigns(
         result.raw_versions_inserted = _insert_raw_versions(conn, app_id, run_id)
         result.rejects_inserted = _insert_rejects(conn, app_id, window, run_id)
         _record_fields(conn, app_id, fields, run_id, result)
-    _analyze_if_grown(engine, result.inserted + result.snapshots_inserted)
     return result
 
 
-def _analyze_if_grown(engine: Engine, rows_added: int) -> None:
-    """Refresh the planner's statistics after a load that grew the fact by a tenth or more.
+def _analyze_if_grown(conn: Connection, model: type[Base], rows_added: int) -> None:
+    """Refresh a table's planner statistics when this load grew it by a tenth or more.
 
-    Autovacuum would, within a minute or so; until then a query joining the marts right after
-    a first load plans with "empty table" estimates and can take minutes instead of
-    milliseconds. Outside the load's transaction, so loads of different apps do not queue on it.
+    Inside the load's transaction (ANALYZE counts the transaction's own new rows): the next
+    statements join the fact it just filled, and with "empty table" estimates PostgreSQL picks
+    nested loops that rescan the stage per row (minutes instead of a second at 100k
+    campaigns). The statistics commit with the data, so the marts plan well right away too.
+    ANALYZE's lock conflicts only with another ANALYZE or VACUUM, not with loads.
     """
-    fact = table_of(FactSentCampaign)
-    with engine.connect() as conn:
-        estimate = conn.scalar(
-            select(literal_column("reltuples"))
-            .select_from(text("pg_class"))
-            .where(literal_column("oid") == func.to_regclass(fact.fullname))
-        )
-        if estimate is None or rows_added == 0 or (estimate >= 0 and rows_added < estimate / 10):
-            return
-        # All of the star: a dimension never analysed is estimated at one row per join, and
-        # the planner then re-runs whole subplans in nested loops.
-        for model in (
-            FactSentCampaign,
-            FactSentCampaignSnapshot,
-            DimSender,
-            DimDate,
-            DimApp,
-            DimChannel,
-            DimStaff,
-            DimTemplate,
-        ):
-            conn.execute(text(f"ANALYZE {table_of(model).fullname}"))
-        conn.commit()
+    table = table_of(model)
+    estimate = conn.scalar(
+        text("SELECT reltuples FROM pg_class WHERE oid = to_regclass(:name)"), {"name": table.fullname}
+    )
+    if rows_added <= 0 or estimate is None or (estimate >= 0 and rows_added < estimate / 10):
+        return
+    conn.execute(text(f"ANALYZE {table.fullname}"))
 
 
 def _copy_into_stage(conn: Connection, window: Window, pages: Iterable[Page], result: LoadResult) -> set[str]:
@@ -319,6 +306,8 @@ def _ensure_app(conn: Connection, app_id: str) -> int:
     if key is None:
         conn.execute(insert(dim_app).values(app_id=app_id).on_conflict_do_nothing())
         key = conn.scalar(select(dim_app.c.app_key).where(dim_app.c.app_id == app_id))
+        # Too small for autovacuum ever to analyse (fewer than 50 changes), so here.
+        _analyze_if_grown(conn, DimApp, 1)
     assert key is not None
     return int(key)
 
@@ -327,6 +316,7 @@ def _merge_dimensions(conn: Connection, app_key: int, window: Window) -> int:
     """Insert the dimension rows the stage needs and the warehouse lacks; version senders."""
     valid = stage.c.reject_reasons.is_(None)
     inserted = _insert_missing_days(conn, window)
+    _analyze_if_grown(conn, DimDate, inserted)
 
     # Staff (createdBy) and templates (subject): one name per app. A name is all either has,
     # so there is nothing that could change and no history to keep.
@@ -344,8 +334,12 @@ def _merge_dimensions(conn: Connection, app_key: int, window: Window) -> int:
                 not_(exists().where(table.c.app_key == app_key, table.c[name_column] == staged)),
             )
         )
-        inserted += _insert_missing(conn, table, ["app_key", name_column], names)
-    return inserted + _merge_sender_versions(conn, app_key)
+        added = _insert_missing(conn, table, ["app_key", name_column], names)
+        _analyze_if_grown(conn, model, added)
+        inserted += added
+    senders = _merge_sender_versions(conn, app_key)
+    _analyze_if_grown(conn, DimSender, senders)
+    return inserted + senders
 
 
 def _insert_missing_days(conn: Connection, window: Window) -> int:
@@ -511,10 +505,15 @@ def _sender_identity(*attributes: ColumnElement[Any]) -> ColumnElement[Any]:
 
 
 def _merge_fact(conn: Connection, app_key: int, run_id: str | None, settle: SettlePolicy, result: LoadResult) -> None:
-    inserted, upserted, snapshots = (int(n) for n in conn.execute(fact_merge(app_key, run_id, settle)).one())
-    result.inserted = inserted
-    result.updated = upserted - inserted
-    result.snapshots_inserted = snapshots
+    outcomes = conn.execute(fact_upsert(app_key, run_id, settle)).scalars().all()
+    result.inserted = sum(1 for fresh in outcomes if fresh)
+    result.updated = len(outcomes) - result.inserted
+    upserted = len(outcomes)
+    _analyze_if_grown(conn, FactSentCampaign, result.inserted)
+    result.snapshots_inserted = conn.execute(
+        snapshot_insert(app_key).execution_options(preserve_rowcount=True)
+    ).rowcount
+    _analyze_if_grown(conn, FactSentCampaignSnapshot, result.snapshots_inserted)
     distinct_valid = conn.scalar(
         select(func.count(stage.c.campaign_id.distinct())).where(stage.c.reject_reasons.is_(None))
     )
@@ -523,12 +522,23 @@ def _merge_fact(conn: Connection, app_key: int, run_id: str | None, settle: Sett
     result.unchanged = int(distinct_valid or 0) - upserted
 
 
-def fact_merge(app_key: int, run_id: str | None, settle: SettlePolicy) -> Select[Any]:
-    """The fact merge, one statement: staged campaigns resolved to dimension keys, inserted or
-    updated only where a value differs, and a snapshot row for each whose counters changed.
-    Returns (inserted, inserted + updated, snapshots inserted)."""
+def _latest_staged() -> Subquery:
+    # The same campaign can come twice in one unit (pages shifting under us); the last read
+    # wins, and a single INSERT must not touch one key twice.
+    return (
+        select(stage)
+        .where(stage.c.reject_reasons.is_(None))
+        .ext(distinct_on(stage.c.campaign_id))
+        .order_by(stage.c.campaign_id, stage.c.seq.desc())
+        .subquery("latest")
+    )
+
+
+def fact_upsert(app_key: int, run_id: str | None, settle: SettlePolicy) -> ReturningInsert[tuple[bool]]:
+    """The fact merge: staged campaigns resolved to dimension keys, inserted or updated only
+    where a value differs (counters, descriptive values, or having settled); RETURNING tells
+    inserts from updates."""
     fact = table_of(FactSentCampaign)
-    snapshot = table_of(FactSentCampaignSnapshot)
     dim_channel = table_of(DimChannel)
     dim_sender = table_of(DimSender)
     dim_staff = table_of(DimStaff)
@@ -599,6 +609,7 @@ def fact_merge(app_key: int, run_id: str | None, settle: SettlePolicy) -> Select
         ),
     )
     observed_at = incoming.c.observed_at
+    # When the counters last changed: this observation if they differ, else as stored.
     changed_at = case((counters_changed, observed_at), else_=current.c.counters_changed_at)
     complete = and_(
         func.coalesce(incoming.c.pending, 0) == 0,
@@ -621,16 +632,15 @@ def fact_merge(app_key: int, run_id: str | None, settle: SettlePolicy) -> Select
         ),
         else_=null(),
     )
-    candidates = (
-        select(
-            *(incoming.c[name] for name in ("app_key", "campaign_id", *_FACT_VALUES)),
-            changed_at.label("counters_changed_at"),
-            settled_at.label("settled_at"),
-            literal(run_id, Text).label("last_dagster_run_id"),
-            counters_changed.label("counters_changed"),
-            observed_at,
-            is_new.label("is_new"),
-        )
+    new_values = [
+        *(incoming.c[name] for name in ("app_key", "campaign_id", *_FACT_VALUES)),
+        settled_at.label("settled_at"),
+        changed_at.label("counters_changed_at"),
+        literal(run_id, Text).label("last_dagster_run_id"),
+    ]
+    tracked_new = [*(incoming.c[n] for n in _FACT_VALUES), settled_at]
+    changed_or_new = (
+        select(*new_values)
         .select_from(incoming)
         .outerjoin(
             current,
@@ -639,68 +649,56 @@ def fact_merge(app_key: int, run_id: str | None, settle: SettlePolicy) -> Select
                 current.c.campaign_id == incoming.c.campaign_id,
             ),
         )
-        .subquery("candidates")
-    )
-    changed = (
-        select(candidates)
         .where(
             or_(
-                candidates.c.is_new,
-                candidates.c.counters_changed,
-                # The row as it is against the row as it would be: descriptive values, settling.
-                tuple_(*(current.c[n] for n in _TRACKED)).is_distinct_from(
-                    tuple_(*(candidates.c[n] for n in _TRACKED))
-                ),
+                is_new,
+                # The row as it is against the row as it would be.
+                tuple_(*(current.c[n] for n in _TRACKED)).is_distinct_from(tuple_(*tracked_new)),
             )
         )
-        .outerjoin(
-            current,
-            and_(current.c.app_key == app_key, current.c.campaign_id == candidates.c.campaign_id),
-        )
-        .cte("changed")
     )
     written = ["app_key", "campaign_id", *_TRACKED, "counters_changed_at", "last_dagster_run_id"]
-    upsert = insert(fact).from_select(written, select(*(changed.c[n] for n in written)))
+    upsert = insert(fact).from_select(written, changed_or_new)
     excluded = upsert.excluded
-    upserted = (
-        upsert.on_conflict_do_update(
-            index_elements=[fact.c.app_key, fact.c.campaign_id],
-            set_={
-                **{name: excluded[name] for name in (*_TRACKED, "counters_changed_at")},
-                "last_changed_at": func.now(),
-                "last_dagster_run_id": excluded.last_dagster_run_id,
-            },
-            where=tuple_(*(fact.c[n] for n in _TRACKED)).is_distinct_from(tuple_(*(excluded[n] for n in _TRACKED))),
-        )
-        .returning(fact.c.sent_campaign_key, fact.c.campaign_id, _WAS_INSERTED)
-        .cte("upserted")
-    )
-    counters = ("sent_campaign_key", "observed_at", "sent_at", *COUNTER_COLUMNS, "dagster_run_id")
-    snapshot_insert = insert(snapshot).from_select(
-        counters,
+    return upsert.on_conflict_do_update(
+        index_elements=[fact.c.app_key, fact.c.campaign_id],
+        set_={
+            **{name: excluded[name] for name in (*_TRACKED, "counters_changed_at")},
+            "last_changed_at": func.now(),
+            "last_dagster_run_id": excluded.last_dagster_run_id,
+        },
+        where=tuple_(*(fact.c[n] for n in _TRACKED)).is_distinct_from(tuple_(*(excluded[n] for n in _TRACKED))),
+    ).returning(_WAS_INSERTED)
+
+
+def snapshot_insert(app_key: int) -> Insert:
+    """A history row for each staged campaign whose counters changed in this load: the upsert
+    set its counters_changed_at to this observation's time, and to nothing else."""
+    fact = table_of(FactSentCampaign)
+    snapshot = table_of(FactSentCampaignSnapshot)
+    latest = _latest_staged()
+    columns = ("sent_campaign_key", "observed_at", "sent_at", *COUNTER_COLUMNS, "dagster_run_id")
+    rows = (
         select(
-            upserted.c.sent_campaign_key,
-            changed.c.observed_at,
-            changed.c.sent_at,
-            *(changed.c[n] for n in COUNTER_COLUMNS),
-            changed.c.last_dagster_run_id,
+            fact.c.sent_campaign_key,
+            fact.c.counters_changed_at,
+            fact.c.sent_at,
+            *(fact.c[n] for n in COUNTER_COLUMNS),
+            fact.c.last_dagster_run_id,
         )
-        .join_from(upserted, changed, changed.c.campaign_id == upserted.c.campaign_id)
-        .where(changed.c.counters_changed),
+        .join_from(latest, fact, and_(fact.c.app_key == app_key, fact.c.campaign_id == latest.c.campaign_id))
+        .where(fact.c.counters_changed_at == latest.c.extracted_at)
     )
-    snapshots = (
-        snapshot_insert.on_conflict_do_update(
-            # Two loads of pages fetched at the same instant: the later load's counters stand.
-            index_elements=[snapshot.c.sent_campaign_key, snapshot.c.observed_at],
-            set_={name: snapshot_insert.excluded[name] for name in ("sent_at", *COUNTER_COLUMNS, "dagster_run_id")},
-        )
-        .returning(snapshot.c.sent_campaign_key)
-        .cte("snapshots")
-    )
-    return select(
-        select(func.count()).select_from(upserted).where(upserted.c.inserted).scalar_subquery(),
-        select(func.count()).select_from(upserted).scalar_subquery(),
-        select(func.count()).select_from(snapshots).scalar_subquery(),
+    statement = insert(snapshot).from_select(columns, rows)
+    # A page fetched at the same instant as an earlier load's (a replayed page): the same key;
+    # keep the newer counters, and write nothing when they are the same.
+    values = ("sent_at", *COUNTER_COLUMNS)
+    return statement.on_conflict_do_update(
+        index_elements=[snapshot.c.sent_campaign_key, snapshot.c.observed_at],
+        set_={name: statement.excluded[name] for name in (*values, "dagster_run_id")},
+        where=tuple_(*(snapshot.c[n] for n in values)).is_distinct_from(
+            tuple_(*(statement.excluded[n] for n in values))
+        ),
     )
 
 
