@@ -69,8 +69,7 @@ class ExtractionStats:
     requests: int = 0
     retries: int = 0
     retry_wait_seconds: float = 0.0
-    # Seconds spent waiting for the client-side rate limiter (not retries); 0.0 until one fills it.
-    rate_limit_wait_seconds: float = 0.0
+    rate_limit_wait_seconds: float = 0.0  # slept waiting for the run's request-rate limit
     api_total: int | None = None
     statuses: dict[str, int] = field(default_factory=dict)
 
