@@ -1,4 +1,4 @@
-"""The Dagster UI in a real browser: find the assets, launch one partition, see it succeed.
+"""The Dagster UI in a real browser: find the assets, launch partitions, see them succeed and plotted.
 
 `dagster dev` runs on loopback with a fresh DAGSTER_HOME holding the production instance
 (deploy/production/dagster.yaml: PostgreSQL storage, the run queue, per-app pools), so the
@@ -24,6 +24,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from playwright.sync_api import Page
 from sqlalchemy import Engine, func, select
 from sqlalchemy.engine import make_url
 
@@ -35,6 +36,7 @@ ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = Path(os.environ.get("CHROMIUM", "/usr/bin/chromium"))
 SCREENSHOTS = ROOT / ".local" / "screenshots"
 PARTITION = "2026-06-14"
+SECOND_PARTITION = "2026-06-13"
 START_SECONDS = 240  # dagster dev: webserver, daemon and code server on 2 busy cores
 RUN_MS = 240_000  # the launched run: queued, dequeued by the daemon, executed
 
@@ -123,6 +125,25 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
         return
 
 
+def launch_partition(page: Page, partition: str) -> str:
+    """From an asset's page: Materialize, type the partition, launch; the new run's path."""
+    from playwright.sync_api import expect
+
+    page.get_by_role("button", name="Materialize…").click()
+    dialog = page.get_by_role("dialog")
+    dialog.get_by_text("Show all partitions").click()  # the dialog starts with the last 90 days
+    partitions = dialog.locator("input").first
+    partitions.fill(partition)
+    partitions.press("Enter")
+    expect(dialog.get_by_text("1 partition", exact=True)).to_be_visible()
+    dialog.get_by_role("button", name="Launch 1 run").click()
+    run_link = page.locator("a[href*='/runs/']").filter(has_text="View").first
+    expect(run_link).to_be_visible(timeout=60_000)
+    run_path = run_link.get_attribute("href")
+    assert run_path
+    return run_path
+
+
 def test_launch_one_partition_from_the_ui(
     chromium: Path, dagster_ui: str, simulator: SimulatorServer, warehouse: Engine
 ) -> None:
@@ -155,21 +176,8 @@ def test_launch_one_partition_from_the_ui(
             expect(page.get_by_text("Messages delivered to recipients.")).to_be_visible(timeout=60_000)
             expect(page.get_by_text("data-engineering")).to_be_visible()
 
-            # Materialize one partition: all partitions shown, the one typed in, one run launched.
-            page.get_by_role("button", name="Materialize…").click()
-            dialog = page.get_by_role("dialog")
-            dialog.get_by_text("Show all partitions").click()
-            partitions = dialog.locator("input").first
-            partitions.fill(PARTITION)
-            partitions.press("Enter")
-            expect(dialog.get_by_text("1 partition", exact=True)).to_be_visible()
-            dialog.get_by_role("button", name="Launch 1 run").click()
-            run_link = page.locator("a[href*='/runs/']").filter(has_text="View").first
-            expect(run_link).to_be_visible(timeout=60_000)
-            run_path = run_link.get_attribute("href")
-            assert run_path
-
-            # The run page: queued, started by the daemon, then Success.
+            # Materialize one partition from the asset page, then watch the run succeed.
+            run_path = launch_partition(page, PARTITION)
             page.goto(f"{dagster_ui}{run_path}")
             expect(page.get_by_text(f"partition: {PARTITION}")).to_be_visible(timeout=60_000)
             expect(page.get_by_text("Success", exact=True).first).to_be_visible(timeout=RUN_MS)
@@ -180,12 +188,27 @@ def test_launch_one_partition_from_the_ui(
             page.goto(f"{dagster_ui}/assets/cinnox/sent_campaigns/sim_app_1?view=partitions&partition={PARTITION}")
             expect(page.get_by_text("records_fetched").first).to_be_visible(timeout=60_000)
             page.screenshot(path=str(SCREENSHOTS / "asset-partition.png"), full_page=True)
+
+            # A second partition gives the Plots a second point per metadata key: a trend.
+            page.goto(f"{dagster_ui}/assets/cinnox/sent_campaigns/sim_app_1")
+            page.goto(f"{dagster_ui}{launch_partition(page, SECOND_PARTITION)}")
+            expect(page.get_by_text(f"partition: {SECOND_PARTITION}")).to_be_visible(timeout=60_000)
+            expect(page.get_by_text("Success", exact=True).first).to_be_visible(timeout=RUN_MS)
+            page.goto(f"{dagster_ui}/assets/cinnox/sent_campaigns/sim_app_1")
+            page.get_by_role("button", name="Plots").click()
+            page.get_by_role("button", name="Events").click()  # x axis: materializations over time
+            chart = page.get_by_text("api_total", exact=True).first  # a chart per numeric key
+            expect(chart).to_be_visible(timeout=60_000)
+            expect(page.get_by_text("dimension_rows_inserted", exact=True).first).to_be_visible()
+            page.mouse.wheel(0, chart.bounding_box()["y"] - 150 if chart.bounding_box() else 0)
+            page.wait_for_timeout(1000)  # let the charts draw before the picture; nothing is asserted on it
+            page.screenshot(path=str(SCREENSHOTS / "asset-plots.png"))
         finally:
             browser.close()
 
-    # The rows are in PostgreSQL: every campaign CINNOX has for that day, for that app only.
-    day = datetime.fromisoformat(PARTITION).replace(tzinfo=UTC)
-    expected = simulator.universe.campaigns("sim-app-1", day, day + timedelta(days=1), simulator.now)
+    # The rows are in PostgreSQL: every campaign CINNOX has for those two days, for that app only.
+    first = datetime.fromisoformat(SECOND_PARTITION).replace(tzinfo=UTC)
+    expected = simulator.universe.campaigns("sim-app-1", first, first + timedelta(days=2), simulator.now)
     assert expected
     with warehouse.connect() as conn:
         ids = set(
