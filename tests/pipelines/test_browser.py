@@ -144,7 +144,7 @@ def launch_partition(page: Page, partition: str) -> str:
     return run_path
 
 
-def test_launch_one_partition_from_the_ui(
+def test_launch_partitions_from_the_ui_and_see_them_succeed(
     chromium: Path, dagster_ui: str, simulator: SimulatorServer, warehouse: Engine
 ) -> None:
     from playwright.sync_api import expect, sync_playwright
