@@ -2,24 +2,52 @@
 
 import time
 import warnings
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import dagster as dg
 import psycopg
 from sqlalchemy.exc import OperationalError
 
-from cinnox import CinnoxAuthError, CinnoxRequestError, CinnoxUnavailable, ExtractionStats, Window
+from cinnox import CinnoxAuthError, CinnoxRequestError, CinnoxUnavailable, ExtractionStats, Page, Window
 from pipelines.resources import CinnoxResource, WarehouseResource
 from pipelines.settings import DEFAULT_MAX_REJECT_SHARE, AppSettings, PipelineSettings
+from pipelines.table_metadata import api_table_schema, fact_column_lineage, fact_table_name, fact_table_schema
 from warehouse.load import LoadResult
 
 GROUP = "cinnox"
+API_GROUP = "cinnox_api"
+OWNERS = ["team:data-engineering"]
 RETRIES = 2  # more tries of a whole unit after a transient failure, beyond the client's own
 RETRY_SECONDS = 60
 
 
 def sent_campaigns_key(app: AppSettings) -> dg.AssetKey:
     return dg.AssetKey(["cinnox", "sent_campaigns", app.slug])
+
+
+def api_key(app: AppSettings) -> dg.AssetKey:
+    return dg.AssetKey(["cinnox_api", "sent_campaigns_summary", app.slug])
+
+
+def build_api_spec(app: AppSettings) -> dg.AssetSpec:
+    """The CINNOX endpoint as an external asset: the source end of the column lineage."""
+    return dg.AssetSpec(
+        key=api_key(app),
+        group_name=API_GROUP,
+        kinds={"cinnox"},
+        owners=OWNERS,
+        tags={"cinnox/app": app.slug},
+        description=(
+            f"CINNOX open API: the sent-campaigns summary of app `{app.app_id}` "
+            "(GET /v1/api/apps/{app_id}/data/sent-campaigns-summary). Read by the pipeline, not stored "
+            "by Dagster; its fields and what the project assumes about them are in docs/cinnox-api.md."
+        ),
+        metadata={
+            "cinnox/app_id": app.app_id,
+            "dagster/column_schema": api_table_schema(),
+        },
+    )
 
 
 def build_sent_campaigns_asset(
@@ -44,6 +72,8 @@ def _sent_campaigns_asset(
         pool=f"cinnox_app_{app.slug}",
         group_name=GROUP,
         kinds={"cinnox", "postgres"},
+        owners=OWNERS,
+        deps=[api_key(app)],
         tags={"cinnox/app": app.slug},
         description=(
             f"Sent SMS and WhatsApp campaigns of CINNOX app `{app.app_id}`, by UTC send date. "
@@ -52,7 +82,12 @@ def _sent_campaigns_asset(
             "`cinnox.fact_sent_campaign` and its dimensions. Re-running a day writes nothing unless "
             "CINNOX changed something."
         ),
-        metadata={"cinnox/app_id": app.app_id, "dagster/table_name": "cinnox.fact_sent_campaign"},
+        metadata={
+            "cinnox/app_id": app.app_id,
+            "dagster/table_name": fact_table_name(),
+            "dagster/column_schema": fact_table_schema(),
+            "dagster/column_lineage": fact_column_lineage(api_key(app)),
+        },
     )
     def sent_campaigns(
         context: dg.AssetExecutionContext, cinnox: CinnoxResource, warehouse: WarehouseResource
@@ -71,7 +106,7 @@ def _sent_campaigns_asset(
                 result = warehouse.load_sent_campaigns(
                     app.app_id,
                     window,
-                    client.sent_campaign_pages(window, stats),
+                    _logging_progress(client.sent_campaign_pages(window, stats), stats, context.log),
                     context.run.run_id,
                     max_reject_share=max_reject_share,
                 )
@@ -120,9 +155,24 @@ def _sent_campaigns_asset(
             f"Loaded {window}: {result.inserted} inserted, {result.updated} updated, {result.unchanged} unchanged, "
             f"{result.rejected} rejected in {seconds:.1f}s"
         )
-        return dg.MaterializeResult(metadata=_metadata(window, stats, result, seconds))
+        metadata = {
+            **_metadata(window, stats, result, seconds),
+            "dagster/column_lineage": fact_column_lineage(api_key(app)),
+        }
+        return dg.MaterializeResult(metadata=metadata)
 
     return sent_campaigns
+
+
+def _logging_progress(pages: Iterable[Page], stats: ExtractionStats, log: Any) -> Iterator[Page]:
+    """Pass pages through, logging each, so a long backfill shows where it is."""
+    for page in pages:
+        of_total = f" of {page.total}" if page.total is not None else ""
+        log.info(
+            f"{page.window}: page {stats.pages} (offset {page.offset}, {len(page.records)} records), "
+            f"{stats.records}{of_total} records so far"
+        )
+        yield page
 
 
 def _stats_metadata(stats: ExtractionStats) -> dict[str, Any]:
@@ -172,5 +222,8 @@ def _metadata(window: Window, stats: ExtractionStats, result: LoadResult, second
 
 def build_asset_definitions(settings: PipelineSettings, partitions: dg.PartitionsDefinition) -> dg.Definitions:
     return dg.Definitions(
-        assets=[build_sent_campaigns_asset(app, partitions, settings.max_reject_share) for app in settings.apps]
+        assets=[
+            *(build_api_spec(app) for app in settings.apps),
+            *(build_sent_campaigns_asset(app, partitions, settings.max_reject_share) for app in settings.apps),
+        ]
     )

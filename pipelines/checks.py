@@ -1,6 +1,11 @@
-"""Asset checks: the warehouse rows of each app obey the fact's rules."""
+"""Asset checks: the warehouse rows of each app obey the fact's rules, and the data is fresh."""
+
+import datetime
+import warnings
+from typing import Any
 
 import dagster as dg
+from dagster._utils.schedules import cron_string_iterator
 
 from pipelines.assets import sent_campaigns_key
 from pipelines.resources import WarehouseResource
@@ -8,11 +13,16 @@ from pipelines.settings import AppSettings, PipelineSettings
 from warehouse.quality import (
     CheckOutcome,
     RefreshWindowEvidence,
+    campaigns_in_window,
     counter_regressions,
+    counters_out_of_order,
+    dangling_dimension_keys,
     duplicate_campaign_keys,
     negative_counters,
     refresh_window_evidence,
 )
+
+FRESHNESS_SENSOR = "cinnox_freshness_sensor"
 
 
 def _result(outcome: CheckOutcome, what: str) -> dg.AssetCheckResult:
@@ -23,6 +33,38 @@ def _result(outcome: CheckOutcome, what: str) -> dg.AssetCheckResult:
             "rows_checked": outcome.rows_checked,
             "violations": outcome.violations,
             "sample_campaign_ids": dg.MetadataValue.json(outcome.sample),
+        },
+    )
+
+
+def reconcile(metadata: dict[str, Any], rows_in_window: int) -> dg.AssetCheckResult:
+    """The API's `total` against what was fetched, and the warehouse against what was valid.
+
+    `total` counts every record in the window, rejects included, so it must equal the records
+    fetched; every distinct valid record must then be a fact row sent in the window.
+    """
+    api_total = metadata.get("api_total")
+    # One read of the window: when paging drifted the client read it again, and every read's
+    # records count in records_fetched.
+    fetched = int(metadata.get("window_records", metadata["records_fetched"]))
+    distinct_valid = int(metadata["valid"]) - int(metadata["duplicate_records"])
+    problems = []
+    if api_total is not None and int(api_total) != fetched:
+        problems.append(f"CINNOX said {api_total} records but {fetched} were fetched")
+    if rows_in_window < distinct_valid:
+        problems.append(f"{distinct_valid} distinct valid records but only {rows_in_window} rows in the warehouse")
+    window = f"[{metadata['window_start']}, {metadata['window_end']})"
+    return dg.AssetCheckResult(
+        passed=not problems,
+        description="; ".join(problems) or f"{window}: {fetched} records fetched, as CINNOX counted",
+        metadata={
+            "window_start": metadata["window_start"],
+            "window_end": metadata["window_end"],
+            "api_total": int(api_total) if api_total is not None else None,
+            "records_fetched": fetched,
+            "distinct_valid_records": distinct_valid,
+            "rejected": int(metadata["rejected"]),
+            "warehouse_rows_in_window": rows_in_window,
         },
     )
 
@@ -80,6 +122,47 @@ def build_checks(app: AppSettings, refresh_days: int) -> list[dg.AssetChecksDefi
 
     @dg.asset_check(
         asset=key,
+        name="counters_in_order",
+        description="delivered <= total_recipients and read <= delivered, where the channel reports both.",
+    )
+    def counters_in_order(warehouse: WarehouseResource) -> dg.AssetCheckResult:
+        return _result(counters_out_of_order(warehouse.engine, app.app_id), "count more than they could")
+
+    @dg.asset_check(
+        asset=key,
+        name="dimension_keys_resolve",
+        description=(
+            "Every fact row's app, channel, date, sender, staff and template keys find their dimension "
+            "row, and sender, staff and template belong to the same app (and sender to the same channel)."
+        ),
+    )
+    def dimension_keys_resolve(warehouse: WarehouseResource) -> dg.AssetCheckResult:
+        return _result(dangling_dimension_keys(warehouse.engine, app.app_id), "have a key without its dimension")
+
+    @dg.asset_check(
+        asset=key,
+        name="count_reconciled_with_api",
+        description=(
+            "The latest materialization fetched as many records as CINNOX's `total` for its window, "
+            "and every distinct valid record is a fact row sent in that window."
+        ),
+    )
+    def count_reconciled_with_api(
+        context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource
+    ) -> dg.AssetCheckResult:
+        event = context.instance.get_latest_materialization_event(key)
+        materialization = event.asset_materialization if event else None
+        if materialization is None:
+            return dg.AssetCheckResult(
+                passed=False, severity=dg.AssetCheckSeverity.WARN, description="Not materialized yet"
+            )
+        metadata = {name: value.value for name, value in materialization.metadata.items()}
+        start = datetime.datetime.fromisoformat(str(metadata["window_start"]))
+        end = datetime.datetime.fromisoformat(str(metadata["window_end"]))
+        return reconcile(metadata, campaigns_in_window(warehouse.engine, app.app_id, start, end))
+
+    @dg.asset_check(
+        asset=key,
         name="no_counter_regressions",
         description="No delivered, read, replied or failed counter went backwards in this run's load "
         "(each drop is kept in cinnox.counter_regression). A warning: the fact holds what CINNOX says now.",
@@ -108,10 +191,61 @@ def build_checks(app: AppSettings, refresh_days: int) -> list[dg.AssetChecksDefi
     def refresh_window_covers_changes(warehouse: WarehouseResource) -> dg.AssetCheckResult:
         return _evidence_result(refresh_window_evidence(warehouse.engine, app.app_id, refresh_days))
 
-    return [unique_campaign_ids, non_negative_counters, no_counter_regressions, refresh_window_covers_changes]
+    return [
+        unique_campaign_ids,
+        non_negative_counters,
+        counters_in_order,
+        dimension_keys_resolve,
+        count_reconciled_with_api,
+        no_counter_regressions,
+        refresh_window_covers_changes,
+    ]
+
+
+def schedule_interval(cron: str) -> datetime.timedelta:
+    """The longest gap between two ticks of `cron` (UTC) over a week: how stale the schedule allows."""
+    start = datetime.datetime(2026, 1, 5, tzinfo=datetime.UTC).timestamp()  # a Monday
+    ticks = cron_string_iterator(start, cron, "UTC")
+    previous = next(ticks)
+    longest = datetime.timedelta(0)
+    for tick in ticks:
+        longest = max(longest, tick - previous)
+        previous = tick
+        if tick.timestamp() - start > 8 * 86400:
+            break
+    return longest
+
+
+def build_freshness_checks(settings: PipelineSettings) -> tuple[list[dg.AssetChecksDefinition], dg.SensorDefinition]:
+    """One check per app, and the sensor that evaluates them between runs.
+
+    At each tick of the refresh schedule the previous tick's run must have landed: a
+    materialization no older than one schedule interval before the latest tick. Dagster 1.13
+    marks these factories as superseded by `FreshnessPolicy`, but a policy yields no asset check
+    (nothing in the Checks tab, no check to block or alert on) and needs the freshness daemon.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # dagster's SupersessionWarning
+        checks = list(
+            dg.build_last_update_freshness_checks(
+                assets=[sent_campaigns_key(app) for app in settings.apps],
+                lower_bound_delta=schedule_interval(settings.refresh_cron),
+                deadline_cron=settings.refresh_cron,
+                timezone="UTC",
+            )
+        )
+        sensor = dg.build_sensor_for_freshness_checks(
+            freshness_checks=checks, name=FRESHNESS_SENSOR, default_status=dg.DefaultSensorStatus.RUNNING
+        )
+    return checks, sensor
 
 
 def build_check_definitions(settings: PipelineSettings) -> dg.Definitions:
+    freshness, sensor = build_freshness_checks(settings)
     return dg.Definitions(
-        asset_checks=[check for app in settings.apps for check in build_checks(app, settings.refresh_days)]
+        asset_checks=[
+            *(check for app in settings.apps for check in build_checks(app, settings.refresh_days)),
+            *freshness,
+        ],
+        sensors=[sensor],
     )

@@ -23,6 +23,10 @@ def build_definitions(environ: Mapping[str, str] = os.environ) -> dg.Definitions
         build_check_definitions(settings),
         build_schedule_definitions(settings, partitions),
         build_resources(settings, environ),
+        # A run is one app: its extraction step, then a few seconds of check queries, in order.
+        # One process runs them all; the default multiprocess executor would start a Python
+        # process per step (7 imports of Dagster) for no parallelism.
+        dg.Definitions(executor=dg.in_process_executor),
     )
 
 

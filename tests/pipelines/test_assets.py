@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import dagster as dg
@@ -28,6 +28,16 @@ KEY = dg.AssetKey(["cinnox", "sent_campaigns", "sim_app_1"])
 # Recognisable, so a leak anywhere is found by a plain search.
 TOKEN = "tok-SECRET-5f3a9c1e-do-not-log"
 NOW = datetime(2026, 6, 15, tzinfo=UTC)
+CHECKS = (
+    "unique_campaign_ids",
+    "non_negative_counters",
+    "counters_in_order",
+    "dimension_keys_resolve",
+    "count_reconciled_with_api",
+    "no_counter_regressions",
+    "refresh_window_covers_changes",
+    "freshness_check",
+)
 
 
 @pytest.fixture
@@ -90,14 +100,11 @@ def test_a_range_is_one_run_that_loads_every_campaign_and_passes_its_checks(
     assert (meta["updated"], meta["unchanged"], meta["rejected"], meta["retries"]) == (0, 0, 0, 0)
     assert meta["count_reconciled"] is True
     assert meta["window_start"] == "2026-06-10T00:00:00+00:00"
+    assert meta["rate_limit_wait_seconds"] == 0.0  # no client-side rate limiter yet
+    assert isinstance(meta["dagster/column_lineage"], dg.TableColumnLineage)
 
     checks = {c.check_name: c.passed for c in result.get_asset_check_evaluations()}
-    assert checks == {
-        "unique_campaign_ids": True,
-        "non_negative_counters": True,
-        "no_counter_regressions": True,
-        "refresh_window_covers_changes": True,
-    }
+    assert checks == dict.fromkeys(CHECKS, True)
     with warehouse.connect() as conn:
         assert set(conn.scalars(select(FactSentCampaign.campaign_id))) == {r["id"] for r in expected}
         assert set(conn.scalars(select(FactSentCampaign.last_dagster_run_id))) == {result.run_id}
@@ -147,6 +154,8 @@ def test_the_token_appears_nowhere_dagster_stores_or_logs(
         assert run is not None
         stored.append(repr(run.run_config))
     assert any("retry 1 of" in line for line in stored)  # the retries were logged...
+    # ...and the progress of the extraction, page by page
+    assert any("page 1 (offset 0," in line and "records so far" in line for line in stored)
     assert not [line for line in stored if TOKEN in line]  # ...without the token
     files = [p for p in tmp_path.rglob("*") if p.is_file()]
     assert files
@@ -208,16 +217,85 @@ def test_checks_fail_on_bad_rows(
                 " FROM cinnox.fact_sent_campaign ORDER BY campaign_id LIMIT 1"
             )
         )
-    checks_only = dg.define_asset_job("checks_only", selection=dg.AssetSelection.checks_for_assets(KEY))
-    defs = dg.Definitions.merge(
-        build_definitions({**environment, "DATABASE_URL": url}), dg.Definitions(jobs=[checks_only])
-    )
-    result = defs.resolve_job_def("checks_only").execute_in_process(raise_on_error=False)
+        # More delivered than recipients, and a sender of another app.
+        conn.execute(text("INSERT INTO cinnox.dim_app (app_id) VALUES ('another-app')"))
+        conn.execute(
+            text(
+                "INSERT INTO cinnox.dim_sender (app_key, channel_key, phone)"
+                " SELECT app_key, 1, '+85200000000' FROM cinnox.dim_app WHERE app_id = 'another-app'"
+            )
+        )
+        conn.execute(
+            text(
+                "UPDATE cinnox.fact_sent_campaign SET delivered = total_recipients + 1,"
+                " sender_key = (SELECT max(sender_key) FROM cinnox.dim_sender)"
+                " WHERE campaign_id = (SELECT max(campaign_id) FROM cinnox.fact_sent_campaign)"
+            )
+        )
+    result = run_checks(build_definitions({**environment, "DATABASE_URL": url}))
     evaluations = {c.check_name: c for c in result.get_asset_check_evaluations()}
     assert not evaluations["unique_campaign_ids"].passed
     assert not evaluations["non_negative_counters"].passed
     assert evaluations["non_negative_counters"].metadata["violations"].value == 1
+    assert evaluations["counters_in_order"].metadata["violations"].value == 1
+    assert evaluations["dimension_keys_resolve"].metadata["violations"].value == 1
+    assert not evaluations["counters_in_order"].passed
+    assert not evaluations["dimension_keys_resolve"].passed
     engine.dispose()
+
+
+def run_checks(defs: dg.Definitions, instance: dg.DagsterInstance | None = None) -> dg.ExecuteInProcessResult:
+    checks_only = dg.define_asset_job("checks_only", selection=dg.AssetSelection.checks_for_assets(KEY))
+    job = dg.Definitions.merge(defs, dg.Definitions(jobs=[checks_only])).resolve_job_def("checks_only")
+    return job.execute_in_process(instance=instance or dg.DagsterInstance.ephemeral(), raise_on_error=False)
+
+
+def test_count_check_fails_when_the_warehouse_lost_a_row_of_the_window(
+    run_range: Callable[..., dg.ExecuteInProcessResult], environment: dict[str, str], warehouse: Engine
+) -> None:
+    with dg.DagsterInstance.ephemeral() as instance:
+        assert run_range("2026-06-13", "2026-06-14", instance=instance).success
+        assert _evaluations(run_checks(build_definitions(environment), instance))["count_reconciled_with_api"]
+        with warehouse.begin() as conn:
+            conn.execute(
+                text(
+                    "DELETE FROM cinnox.fact_sent_campaign"
+                    " WHERE campaign_id = (SELECT min(campaign_id) FROM cinnox.fact_sent_campaign)"
+                )
+            )
+        evaluation = next(
+            c
+            for c in run_checks(build_definitions(environment), instance).get_asset_check_evaluations()
+            if c.check_name == "count_reconciled_with_api"
+        )
+    assert not evaluation.passed
+    meta = {name: value.value for name, value in evaluation.metadata.items()}
+    assert meta["warehouse_rows_in_window"] == meta["distinct_valid_records"] - 1
+    assert meta["window_start"] == "2026-06-13T00:00:00+00:00"
+
+
+def test_freshness_check_fails_once_the_schedule_has_missed_a_tick(
+    run_range: Callable[..., dg.ExecuteInProcessResult], environment: dict[str, str]
+) -> None:
+    from dagster._core.test_utils import freeze_time
+
+    with dg.DagsterInstance.ephemeral() as instance:
+        assert not _evaluations(run_checks(build_definitions(environment), instance))["freshness_check"]  # never run
+        assert run_range("2026-06-14", "2026-06-14", instance=instance).success
+        record = instance.get_latest_materialization_event(KEY)
+        assert record is not None
+        landed = datetime.fromtimestamp(record.timestamp, UTC)
+        # Within the hour after the next tick, the hourly schedule's previous run still counts...
+        next_tick = landed.replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)
+        with freeze_time(next_tick + timedelta(minutes=30)):
+            assert _evaluations(run_checks(build_definitions(environment), instance))["freshness_check"]
+        # ...two ticks later without a run, the data is older than the schedule allows.
+        with freeze_time(next_tick + timedelta(hours=1, minutes=30)):
+            assert not _evaluations(run_checks(build_definitions(environment), instance))["freshness_check"]
+
+
+def _evaluations(result: dg.ExecuteInProcessResult) -> dict[str, bool]:
+    return {c.check_name: c.passed for c in result.get_asset_check_evaluations()}
 
 
 def test_cinnox_outage_retries_the_whole_step_then_fails_clearly(
@@ -261,7 +339,7 @@ def test_one_partition_with_materialize(
     day = datetime(2026, 6, 14, tzinfo=UTC)
     expected = cinnox_api.universe.campaigns(APP, day, day.replace(day=15), NOW)
     assert metadata(result)["inserted"] == len(expected)
-    assert [c.passed for c in result.get_asset_check_evaluations()] == [True, True, True, True]
+    assert [c.passed for c in result.get_asset_check_evaluations()] == [True] * 7
 
 
 def test_plain_http_to_a_remote_host_fails_the_run_without_a_request(

@@ -19,23 +19,32 @@ from pipelines.settings import AppSettings, PipelineSettings, SettingsError
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_defaults_give_one_asset_and_three_checks_per_simulated_app() -> None:
+CHECKS = (
+    "unique_campaign_ids",
+    "non_negative_counters",
+    "counters_in_order",
+    "dimension_keys_resolve",
+    "count_reconciled_with_api",
+    "no_counter_regressions",
+    "refresh_window_covers_changes",
+    "freshness_check",
+)
+
+
+def test_defaults_give_one_asset_its_source_and_its_checks_per_simulated_app() -> None:
     defs = build_definitions({})
     dg.Definitions.validate_loadable(defs)
     keys = {key.to_user_string() for key in defs.resolve_all_asset_keys()}
-    assert keys == {"cinnox/sent_campaigns/sim_app_1", "cinnox/sent_campaigns/sim_app_2"}
+    assert keys == {
+        "cinnox/sent_campaigns/sim_app_1",
+        "cinnox/sent_campaigns/sim_app_2",
+        "cinnox_api/sent_campaigns_summary/sim_app_1",
+        "cinnox_api/sent_campaigns_summary/sim_app_2",
+    }
     graph = defs.resolve_asset_graph()
     checks = {(key.asset_key.to_user_string(), key.name) for key in graph.asset_check_keys}
-    assert checks == {
-        (asset, name)
-        for asset in keys
-        for name in (
-            "unique_campaign_ids",
-            "non_negative_counters",
-            "no_counter_regressions",
-            "refresh_window_covers_changes",
-        )
-    }
+    loaded = {key for key in keys if key.startswith("cinnox/")}
+    assert checks == {(asset, name) for asset in loaded for name in CHECKS}
     asset = defs.resolve_assets_def(dg.AssetKey(["cinnox", "sent_campaigns", "sim_app_1"]))
     assert asset.backfill_policy == dg.BackfillPolicy.single_run()
     assert asset.partitions_def is not None
@@ -44,7 +53,7 @@ def test_defaults_give_one_asset_and_three_checks_per_simulated_app() -> None:
 
 def test_apps_come_from_the_environment() -> None:
     defs = build_definitions({"CINNOX_APP_IDS": "acme-hk, acme.sg", "CINNOX_PARTITIONS_START": "2024-03-01"})
-    keys = {key.to_user_string() for key in defs.resolve_all_asset_keys()}
+    keys = {key.to_user_string() for key in defs.resolve_all_asset_keys() if key.path[0] == "cinnox"}
     assert keys == {"cinnox/sent_campaigns/acme_hk", "cinnox/sent_campaigns/acme_sg"}
 
 
