@@ -78,15 +78,25 @@ def _shared_engine(warehouse_url: str) -> Iterator[Engine]:
     engine.dispose()
 
 
-@pytest.fixture
-def warehouse(_shared_engine: Engine) -> Engine:
-    """The migrated warehouse, emptied of data (reference rows kept) before each test."""
+def _empty(engine: Engine) -> None:
     tables = [t for t in reversed(Base.metadata.sorted_tables) if t is not DimChannel.__table__]
     names = sql.SQL(", ").join(sql.Identifier(t.schema or "public", t.name) for t in tables)
-    with _shared_engine.begin() as conn:
+    with engine.begin() as conn:
         raw = conn.connection.driver_connection
         assert raw is not None
         raw.execute(sql.SQL("TRUNCATE {} RESTART IDENTITY").format(names))
+
+
+@pytest.fixture
+def empty_warehouse() -> Callable[[Engine], None]:
+    """Empties a warehouse of data (reference rows kept), for a test that needs it twice."""
+    return _empty
+
+
+@pytest.fixture
+def warehouse(_shared_engine: Engine) -> Engine:
+    """The migrated warehouse, emptied of data (reference rows kept) before each test."""
+    _empty(_shared_engine)
     return _shared_engine
 
 

@@ -19,19 +19,7 @@ from pipelines.settings import AppSettings, PipelineSettings, SettingsError
 ROOT = Path(__file__).resolve().parents[2]
 
 
-CHECKS = (
-    "unique_campaign_ids",
-    "non_negative_counters",
-    "counters_in_order",
-    "dimension_keys_resolve",
-    "count_reconciled_with_api",
-    "no_counter_regressions",
-    "refresh_window_covers_changes",
-    "freshness_check",
-)
-
-
-def test_defaults_give_one_asset_its_source_and_its_checks_per_simulated_app() -> None:
+def test_defaults_give_one_asset_its_source_and_its_checks_per_simulated_app(check_names: tuple[str, ...]) -> None:
     defs = build_definitions({})
     dg.Definitions.validate_loadable(defs)
     keys = {key.to_user_string() for key in defs.resolve_all_asset_keys()}
@@ -44,7 +32,7 @@ def test_defaults_give_one_asset_its_source_and_its_checks_per_simulated_app() -
     graph = defs.resolve_asset_graph()
     checks = {(key.asset_key.to_user_string(), key.name) for key in graph.asset_check_keys}
     loaded = {key for key in keys if key.startswith("cinnox/")}
-    assert checks == {(asset, name) for asset in loaded for name in CHECKS}
+    assert checks == {(asset, name) for asset in loaded for name in check_names}
     asset = defs.resolve_assets_def(dg.AssetKey(["cinnox", "sent_campaigns", "sim_app_1"]))
     assert asset.backfill_policy == dg.BackfillPolicy.single_run()
     assert asset.partitions_def is not None

@@ -16,13 +16,11 @@ from typing import Any
 import dagster as dg
 import psycopg
 import pytest
-from psycopg import sql
 from sqlalchemy import Engine, text
 
 from cinnox.simulator import FaultKind, SimulatorServer
 from pipelines.definitions import build_definitions
 from pipelines.partitions import range_tags
-from warehouse.models import Base, DimChannel
 
 APP = "sim-app-1"
 TOKEN = "tok-matrix-7d1e"
@@ -67,15 +65,6 @@ SNAPSHOT = {
 def snapshot(engine: Engine) -> dict[str, list[tuple[Any, ...]]]:
     with engine.connect() as conn:
         return {name: [tuple(row) for row in conn.execute(text(query))] for name, query in SNAPSHOT.items()}
-
-
-def empty(engine: Engine) -> None:
-    tables = [t for t in reversed(Base.metadata.sorted_tables) if t is not DimChannel.__table__]
-    names = sql.SQL(", ").join(sql.Identifier(t.schema or "public", t.name) for t in tables)
-    with engine.begin() as conn:
-        raw = conn.connection.driver_connection
-        assert raw is not None
-        raw.execute(sql.SQL("TRUNCATE {} RESTART IDENTITY").format(names))
 
 
 @dataclass(frozen=True)
@@ -184,7 +173,11 @@ def failure_message(result: dg.ExecuteInProcessResult) -> str:
 
 @pytest.mark.parametrize("row", MATRIX, ids=[row.name for row in MATRIX])
 def test_fault_matrix(
-    row: Row, sim: SimulatorServer, warehouse: Engine, run: Callable[[], dg.ExecuteInProcessResult]
+    row: Row,
+    sim: SimulatorServer,
+    warehouse: Engine,
+    run: Callable[[], dg.ExecuteInProcessResult],
+    empty_warehouse: Callable[[Engine], None],
 ) -> None:
     for fault in row.faults:
         sim.add_fault(**fault)
@@ -209,7 +202,7 @@ def test_fault_matrix(
         assert meta["count_reconciled"] is True
         got = snapshot(warehouse)
 
-    empty(warehouse)
+    empty_warehouse(warehouse)
     clean = run()  # the same simulator, faults spent: what a run without faults loads
     assert clean.success
     expected = snapshot(warehouse)
@@ -238,12 +231,15 @@ def _admin(warehouse: Engine) -> psycopg.Connection[Any]:
 
 
 def test_a_connection_killed_mid_load_is_retried_by_dagster_and_completes(
-    sim: SimulatorServer, warehouse: Engine, run: Callable[[], dg.ExecuteInProcessResult]
+    sim: SimulatorServer,
+    warehouse: Engine,
+    run: Callable[[], dg.ExecuteInProcessResult],
+    empty_warehouse: Callable[[Engine], None],
 ) -> None:
     clean = run()
     assert clean.success
     expected = snapshot(warehouse)
-    empty(warehouse)
+    empty_warehouse(warehouse)
     # Page 2 is held back, so the load sits inside its transaction (advisory lock held) meanwhile.
     sim.add_fault(FaultKind.SLOW, seconds=0.8, offset=10)
     killed: list[int] = []
