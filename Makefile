@@ -11,7 +11,7 @@ export DAGSTER_HOME ?= $(CURDIR)
 
 RECORDS ?= 100000
 
-.PHONY: install run test dev psql stop simulator lint format lock validate bench clean
+.PHONY: install run test dev psql stop simulator lint format lock validate bench bench-marts clean
 
 $(INSTALLED): requirements.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +42,9 @@ simulator: $(INSTALLED) ## the CINNOX simulator alone, on port 8765
 
 bench: $(INSTALLED) ## load benchmark against plain COPY (RECORDS=1000000 for a million)
 	$(BIN)/python -m bench.load --records $(RECORDS)
+
+bench-marts: $(INSTALLED) ## time docs/warehouse.md's example queries on RECORDS campaigns
+	$(BIN)/python -m bench.marts --records $(RECORDS)
 
 validate: $(INSTALLED) ## check the Dagster code location loads
 	$(BIN)/dagster definitions validate -w workspace.yaml

@@ -94,8 +94,8 @@ def synthetic_records(count: int, seed: int = 7) -> list[dict[str, Any]]:
     return records
 
 
-def pages(records: list[dict[str, Any]], window: Window) -> Iterator[Page]:
-    fetched = datetime.now(UTC)
+def pages(records: list[dict[str, Any]], window: Window, fetched: datetime | None = None) -> Iterator[Page]:
+    fetched = fetched or datetime.now(UTC)
     for offset in range(0, len(records), PAGE_SIZE):
         yield Page(APP, window, offset, records[offset : offset + PAGE_SIZE], len(records), fetched, 1)
 
@@ -138,12 +138,12 @@ def row_versions(engine: Engine) -> set[tuple[str, str, str]]:
     return versions
 
 
-def fresh_database(base_url: str) -> str:
+def fresh_database(base_url: str, name: str = "cinnox_bench") -> str:
     server = libpq_url(base_url)
     with psycopg.connect(server, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier("cinnox_bench")))
-    ensure_database(server, "cinnox_bench")
-    return make_url(base_url).set(drivername="postgresql+psycopg", database="cinnox_bench").render_as_string(False)
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+    ensure_database(server, name)
+    return make_url(base_url).set(drivername="postgresql+psycopg", database=name).render_as_string(False)
 
 
 def main(argv: list[str] | None = None) -> int:
