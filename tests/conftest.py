@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import itertools
 import os
+import shutil
+import tempfile
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -29,7 +32,7 @@ _names = itertools.count()
 
 
 @pytest.fixture(scope="session")
-def postgres_server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def postgres_server_url() -> Iterator[str]:
     """A libpq URL of a PostgreSQL server the tests may create databases on."""
     given = os.environ.get("TEST_DATABASE_URL")
     if given:
@@ -37,9 +40,16 @@ def postgres_server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[st
         return
     from pgserver.postgres_server import get_server
 
-    server = get_server(tmp_path_factory.mktemp("pgdata"), cleanup_mode="delete")
-    yield server.get_uri()
-    server.cleanup()
+    # Not under pytest's own temporary folders: pytest deletes all but the newest three of
+    # those when a session starts, so a second session on the machine would delete the data
+    # folder under this session's running server.
+    data = Path(tempfile.mkdtemp(prefix="cinnox-test-pgdata-"))
+    server = get_server(data, cleanup_mode="delete")
+    try:
+        yield server.get_uri()
+    finally:
+        server.cleanup()
+        shutil.rmtree(data, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

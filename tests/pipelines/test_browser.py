@@ -153,12 +153,11 @@ def test_launch_partitions_from_the_ui_and_see_them_succeed(
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=str(chromium), headless=True)
         page = browser.new_page(viewport={"width": 1440, "height": 900})
-        # A fresh instance greets its first visitor with a "Join the Dagster community" dialog,
-        # whenever it decides to; dismiss it whenever it is in the way.
-        page.add_locator_handler(
-            page.get_by_role("dialog").filter(has_text="Join the Dagster community"),
-            lambda dialog: dialog.get_by_role("button", name="Skip").click(),
-        )
+        # A fresh instance greets its first visitor on localhost with a "Join the Dagster
+        # community" dialog, a second after any page loads, on top of whatever dialog is open
+        # (then neither can be clicked). The UI skips it once the browser has dismissed it:
+        # the `communityNux` key of local storage (dagster-webserver's NUX/CommunityNux.tsx).
+        page.add_init_script("window.localStorage.setItem('communityNux', JSON.stringify('1'))")
         try:
             # The catalog lists every app's asset and its API source.
             page.goto(f"{dagster_ui}/assets")
