@@ -11,7 +11,7 @@ export DAGSTER_HOME ?= $(CURDIR)
 
 RECORDS ?= 100000
 
-.PHONY: install run test dev psql stop simulator lint format lock validate bench clean
+.PHONY: install run test dev psql stop simulator lint format lock validate bench estimate clean
 
 $(INSTALLED): requirements.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +42,9 @@ simulator: $(INSTALLED) ## the CINNOX simulator alone, on port 8765
 
 bench: $(INSTALLED) ## load benchmark against plain COPY (RECORDS=1000000 for a million)
 	$(BIN)/python -m bench.load --records $(RECORDS)
+
+estimate: $(INSTALLED) ## API requests and time a backfill will take: make estimate APP=id START=YYYY-MM-DD END=YYYY-MM-DD
+	$(BIN)/python -m pipelines.estimate --app "$(APP)" --start "$(START)" --end "$(END)"
 
 validate: $(INSTALLED) ## check the Dagster code location loads
 	$(BIN)/dagster definitions validate -w workspace.yaml
