@@ -24,6 +24,16 @@ from warehouse.models import DimApp, FactSentCampaign
 SETTLE_SENSOR = "cinnox_settle_sensor"
 TRIGGER_TAG = "cinnox/trigger"
 UNSETTLED_DAYS_TAG = "cinnox/unsettled_days"
+APP_TAG = "cinnox/app"
+# A settle run of an app still in one of these: the next tick leaves that app alone, so runs
+# do not pile up behind the app's pool while one waits or reads.
+_UNFINISHED = [
+    dg.DagsterRunStatus.NOT_STARTED,
+    dg.DagsterRunStatus.QUEUED,
+    dg.DagsterRunStatus.STARTING,
+    dg.DagsterRunStatus.STARTED,
+    dg.DagsterRunStatus.CANCELING,
+]
 
 Clock = Callable[[], datetime.datetime]
 
@@ -84,7 +94,7 @@ def settle_window(settings: PipelineSettings, today: datetime.date) -> tuple[dat
 def build_settle_sensor(
     settings: PipelineSettings, job: UnresolvedAssetJobDefinition, clock: Clock = utc_now
 ) -> dg.SensorDefinition:
-    keys = {app.app_id: sent_campaigns_key(app) for app in settings.apps}
+    apps = {app.app_id: (app.slug, sent_campaigns_key(app)) for app in settings.apps}
 
     @dg.sensor(
         name=SETTLE_SENSOR,
@@ -107,7 +117,14 @@ def build_settle_sensor(
             return dg.SkipReason("CINNOX_SETTLE_MAX_AGE_DAYS is within the refresh window: nothing to look after")
         tick = now.replace(second=0, microsecond=0).isoformat()
         requests = []
-        for app_id, key in keys.items():
+        busy = []
+        for app_id, (slug, key) in apps.items():
+            unfinished = context.instance.get_run_records(
+                dg.RunsFilter(tags={TRIGGER_TAG: "settle", APP_TAG: slug}, statuses=_UNFINISHED), limit=1
+            )
+            if unfinished:
+                busy.append(app_id)
+                continue
             days = unsettled_send_dates(warehouse.engine, app_id, *window)
             for first, last in contiguous_ranges(days):
                 span = (last - first).days + 1
@@ -118,11 +135,16 @@ def build_settle_sensor(
                         tags={
                             **range_tags(first.isoformat(), last.isoformat()),
                             TRIGGER_TAG: "settle",
+                            APP_TAG: slug,
                             UNSETTLED_DAYS_TAG: str(span),
                         },
                     )
                 )
+        if busy:
+            context.log.info(f"Apps with a settle run still queued or running, left for the next tick: {busy}")
         if not requests:
+            if busy:
+                return dg.SkipReason(f"Settle runs of {busy} are still queued or running")
             return dg.SkipReason(f"Every campaign sent {window[0]}..{window[1]} has settled")
         context.log.info(f"{len(requests)} runs for send dates with unsettled campaigns in {window[0]}..{window[1]}")
         return dg.SensorResult(run_requests=requests)

@@ -21,7 +21,7 @@ from pipelines.partitions import PARTITION_RANGE_END_TAG, PARTITION_RANGE_START_
 from pipelines.resources import WarehouseResource
 from pipelines.schedules import build_schedule_definitions
 from pipelines.settings import PipelineSettings
-from pipelines.settle import SETTLE_SENSOR, TRIGGER_TAG, contiguous_ranges, settle_window
+from pipelines.settle import APP_TAG, SETTLE_SENSOR, TRIGGER_TAG, contiguous_ranges, settle_window
 from warehouse.load import SettlePolicy, load_sent_campaigns
 
 APPS = ("sim-app-1", "sim-app-2")
@@ -57,8 +57,11 @@ def expected_unsettled(sim: SimulatorServer, app: str) -> set[date]:
     return days
 
 
-def _requested(sensor: dg.SensorDefinition, engine_url: str) -> dict[str, list[tuple[str, str]]]:
-    with dg.build_sensor_context(resources={"warehouse": WarehouseResource(database_url=engine_url)}) as context:
+def _requested(
+    sensor: dg.SensorDefinition, engine_url: str, instance: dg.DagsterInstance | None = None
+) -> dict[str, list[tuple[str, str]]]:
+    resources = {"warehouse": WarehouseResource(database_url=engine_url)}
+    with dg.build_sensor_context(resources=resources, instance=instance or dg.DagsterInstance.ephemeral()) as context:
         result = sensor.evaluate_tick(context)
     ranges: dict[str, list[tuple[str, str]]] = {}
     for request in result.run_requests or []:
@@ -116,11 +119,24 @@ def test_sensor_requests_exactly_the_unsettled_days_up_to_the_max_age(
             every_day = {window[0] + timedelta(days=n) for n in range((window[1] - window[0]).days + 1)}
             assert every_day - expected_unsettled(simulator, APPS[0])
 
+    # While an app's settle run is still going, the next tick leaves that app alone.
+    with dg.instance_for_test() as instance:
+        instance.add_run(
+            dg.DagsterRun(
+                job_name="cinnox_refresh",
+                run_id="running-settle-run",
+                status=dg.DagsterRunStatus.STARTED,
+                tags={TRIGGER_TAG: "settle", APP_TAG: "sim_app_1"},
+            )
+        )
+        assert set(_requested(sensor, warehouse_url, instance)) == {"sim_app_2"}
+
 
 def test_sensor_skips_when_everything_settled(warehouse: Engine, warehouse_url: str) -> None:
     settings = PipelineSettings.from_env({})
     defs = build_schedule_definitions(settings, send_date_partitions(settings.partitions_start), lambda: NOW)
-    with dg.build_sensor_context(resources={"warehouse": WarehouseResource(database_url=warehouse_url)}) as context:
+    resources = {"warehouse": WarehouseResource(database_url=warehouse_url)}
+    with dg.build_sensor_context(resources=resources, instance=dg.DagsterInstance.ephemeral()) as context:
         result = defs.resolve_sensor_def(SETTLE_SENSOR).evaluate_tick(context)
     assert not result.run_requests
     assert result.skip_message is not None
