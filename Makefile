@@ -11,7 +11,7 @@ export DAGSTER_HOME ?= $(CURDIR)
 
 RECORDS ?= 100000
 
-.PHONY: install run test dev psql stop simulator lint format lock validate bench bench-marts clean
+.PHONY: install run test dev psql stop simulator lint format lock validate bench bench-marts estimate clean
 
 $(INSTALLED): requirements.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -45,6 +45,9 @@ bench: $(INSTALLED) ## load benchmark against plain COPY (RECORDS=1000000 for a 
 
 bench-marts: $(INSTALLED) ## time docs/warehouse.md's example queries on RECORDS campaigns
 	$(BIN)/python -m bench.marts --records $(RECORDS)
+
+estimate: $(INSTALLED) ## API requests and time a backfill will take: make estimate APP=id START=YYYY-MM-DD END=YYYY-MM-DD
+	$(BIN)/python -m pipelines.estimate --app "$(APP)" --start "$(START)" --end "$(END)"
 
 validate: $(INSTALLED) ## check the Dagster code location loads
 	$(BIN)/dagster definitions validate -w workspace.yaml

@@ -155,8 +155,14 @@ def _sent_campaigns_asset(
             f"Loaded {window}: {result.inserted} inserted, {result.updated} updated, {result.unchanged} unchanged, "
             f"{result.rejected} rejected in {seconds:.1f}s"
         )
+        if stats.rate_limit_wait_seconds >= 1:
+            context.log.info(
+                f"Waited {stats.rate_limit_wait_seconds:.1f}s in all for the app's request budget "
+                f"({cinnox.requests_per_second}/s, kept in {cinnox.request_budget})"
+            )
         metadata = {
             **_metadata(window, stats, result, seconds),
+            "request_budget": cinnox.request_budget,
             "dagster/column_lineage": fact_column_lineage(api_key(app)),
         }
         return dg.MaterializeResult(metadata=metadata)

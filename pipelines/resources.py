@@ -14,7 +14,8 @@ from pydantic import Field, PrivateAttr
 from sqlalchemy import Engine
 
 from cinnox import SENT_CAMPAIGNS_SUMMARY, CinnoxClient, Page, RateLimiter, RetryPolicy, Window
-from pipelines.settings import PipelineSettings
+from pipelines.settings import PipelineSettings, SettingsError
+from warehouse.budget import PostgresRateLimiter
 from warehouse.db import create_warehouse_engine
 from warehouse.load import LoadResult, SettlePolicy, load_sent_campaigns
 
@@ -43,7 +44,15 @@ class CinnoxResource(dg.ConfigurableResource):  # type: ignore[type-arg]
     max_attempts: int = 6
     records_key: str = SENT_CAMPAIGNS_SUMMARY.records_key
     total_key: str = "total"
-    requests_per_second: int = 10  # per app, shared by every request of the run; 0: no limit
+    requests_per_second: int = 10  # per app; 0: no limit
+    # Where the per-app budget lives: a PostgreSQL URL shares it between every run and process
+    # (cinnox.api_request_budget); empty keeps it in this process, shared by this run only.
+    request_budget_url: str = Field(
+        default="",
+        repr=False,
+        description="Database holding the per-app request budget (CINNOX_REQUEST_BUDGET_URL, else "
+        "DATABASE_URL); empty: per run only.",
+    )
     backoff_ms: int = 500  # first retry's backoff, doubled each time
     retry_budget_seconds: int = 300  # per page, whatever the attempts left
     max_reads: int = 4  # reads of a drifting window before giving up
@@ -51,13 +60,36 @@ class CinnoxResource(dg.ConfigurableResource):  # type: ignore[type-arg]
     allow_plain_http: str = "false"  # "true" allows http:// to a non-loopback host
     _limiters: dict[str, RateLimiter] = PrivateAttr(default_factory=dict)
     _limiters_lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
+    _budget_engine: Engine | None = PrivateAttr(default=None)
+
+    @property
+    def request_budget(self) -> str:
+        """Where the budget is kept, as the run's metadata says it."""
+        if not self.requests_per_second:
+            return "none"
+        return "postgres" if self.request_budget_url else "process"
 
     def rate_limiter(self, app_id: str) -> RateLimiter:
-        """The app's limiter: one per resource instance, so every client of a run shares it."""
+        """The app's limiter: one per resource instance, so every client of a run shares it.
+
+        With `request_budget_url`, the limiter takes its tokens from PostgreSQL, so every other
+        run and process of the app shares the same budget too.
+        """
         with self._limiters_lock:
             if app_id not in self._limiters:
-                self._limiters[app_id] = RateLimiter(self.requests_per_second or None)
+                rate = self.requests_per_second or None
+                if self.request_budget_url and rate is not None:
+                    if self._budget_engine is None:
+                        self._budget_engine = create_warehouse_engine(self.request_budget_url)
+                    self._limiters[app_id] = PostgresRateLimiter(self._budget_engine, app_id, rate)
+                else:
+                    self._limiters[app_id] = RateLimiter(rate)
             return self._limiters[app_id]
+
+    def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
+        if self._budget_engine is not None:
+            self._budget_engine.dispose()
+            self._budget_engine = None
 
     def token_env_var(self, app_id: str) -> str:
         return next((app.token_env_var for app in self.apps if app.app_id == app_id), "")
@@ -158,6 +190,7 @@ TUNABLE_SETTINGS = {
     "ca_bundle": ("CINNOX_CA_BUNDLE", False),
     "allow_plain_http": ("CINNOX_ALLOW_PLAIN_HTTP", False),
 }
+REQUEST_BUDGETS = ("database", "process")
 WAREHOUSE_SETTINGS = {
     "settle_quiet_hours": "CINNOX_SETTLE_QUIET_HOURS",
     "settle_final_days": "CINNOX_SETTLE_FINAL_DAYS",
@@ -172,6 +205,14 @@ def build_resources(settings: PipelineSettings, environ: Mapping[str, str]) -> d
         for field, (var, whole) in TUNABLE_SETTINGS.items()
         if var in environ
     }
+    budget = environ.get("CINNOX_REQUEST_BUDGET", "database").strip().lower() or "database"
+    if budget not in REQUEST_BUDGETS:
+        raise SettingsError(f"CINNOX_REQUEST_BUDGET: {budget!r} is neither 'database' nor 'process'")
+    if budget == "database":
+        # One budget per app for every run and process: in the warehouse's own database, or
+        # in another one that several deployments reading the same CINNOX apps share.
+        url_var = "CINNOX_REQUEST_BUDGET_URL" if environ.get("CINNOX_REQUEST_BUDGET_URL") else "DATABASE_URL"
+        overrides["request_budget_url"] = dg.EnvVar(url_var)
     cinnox = CinnoxResource(
         base_url=dg.EnvVar("CINNOX_BASE_URL"),
         apps=[

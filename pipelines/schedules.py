@@ -1,20 +1,23 @@
-"""The refresh schedule: re-read the recent days whose counters are still changing."""
+"""The refresh schedule (the recent days, always) and the settle sensor (older days, until settled)."""
 
 import dagster as dg
 
 from pipelines.assets import sent_campaigns_key
 from pipelines.partitions import range_tags
 from pipelines.settings import PipelineSettings
+from pipelines.settle import Clock, build_settle_sensor, utc_now
 
 REFRESH_JOB = "cinnox_refresh"
 
 
-def build_schedule_definitions(settings: PipelineSettings, partitions: dg.PartitionsDefinition) -> dg.Definitions:
+def build_schedule_definitions(
+    settings: PipelineSettings, partitions: dg.PartitionsDefinition, clock: Clock = utc_now
+) -> dg.Definitions:
     keys = [sent_campaigns_key(app) for app in settings.apps]
     job = dg.define_asset_job(
         REFRESH_JOB,
         selection=dg.AssetSelection.assets(*keys),
-        description="Refresh CINNOX sent campaigns of the recent days, one run per app.",
+        description="Refresh CINNOX sent campaigns: the recent days, and older days until they settle.",
     )
 
     @dg.schedule(
@@ -43,4 +46,6 @@ def build_schedule_definitions(settings: PipelineSettings, partitions: dg.Partit
             for key in keys
         ]
 
-    return dg.Definitions(jobs=[job], schedules=[cinnox_refresh_schedule])
+    return dg.Definitions(
+        jobs=[job], schedules=[cinnox_refresh_schedule], sensors=[build_settle_sensor(settings, job, clock)]
+    )

@@ -18,6 +18,12 @@ from cinnox.simulator import DEFAULT_APPS
 DEFAULT_PARTITIONS_START = "2025-01-01"
 DEFAULT_REFRESH_DAYS = 7
 DEFAULT_REFRESH_CRON = "0 * * * *"  # hourly: receipts keep arriving through the day
+# The settle sensor stops re-reading a day this old even if campaigns on it never settled
+# (a campaign stuck "pending" at CINNOX would otherwise cost requests forever). 30 days because
+# the warehouse counts complete counters first seen that late as settled at once
+# (CINNOX_SETTLE_FINAL_DAYS), and the simulator's slowest campaigns settle after 10 days.
+DEFAULT_SETTLE_MAX_AGE_DAYS = 30
+DEFAULT_SETTLE_SENSOR_SECONDS = 3600  # as often as the refresh schedule
 # Above this share of a window's records rejected, the run fails instead of loading the rest:
 # that many bad records means CINNOX changed its format, not that a few records are odd.
 DEFAULT_MAX_REJECT_SHARE = 0.05
@@ -52,6 +58,8 @@ class PipelineSettings:
     refresh_days: int
     refresh_cron: str
     max_reject_share: float = DEFAULT_MAX_REJECT_SHARE
+    settle_max_age_days: int = DEFAULT_SETTLE_MAX_AGE_DAYS
+    settle_sensor_seconds: int = DEFAULT_SETTLE_SENSOR_SECONDS
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> PipelineSettings:
@@ -73,9 +81,9 @@ class PipelineSettings:
             start = date.fromisoformat(start_text)
         except ValueError:
             raise SettingsError(f"CINNOX_PARTITIONS_START: {start_text!r} is not a YYYY-MM-DD date") from None
-        days_text = environ.get("CINNOX_REFRESH_DAYS", str(DEFAULT_REFRESH_DAYS))
-        if not days_text.isdigit() or int(days_text) < 1:
-            raise SettingsError(f"CINNOX_REFRESH_DAYS: {days_text!r} is not a whole number of days >= 1")
+        refresh_days = _whole(environ, "CINNOX_REFRESH_DAYS", DEFAULT_REFRESH_DAYS, "days")
+        max_age = _whole(environ, "CINNOX_SETTLE_MAX_AGE_DAYS", DEFAULT_SETTLE_MAX_AGE_DAYS, "days")
+        sensor_seconds = _whole(environ, "CINNOX_SETTLE_SENSOR_SECONDS", DEFAULT_SETTLE_SENSOR_SECONDS, "seconds")
         share_text = environ.get("CINNOX_MAX_REJECT_SHARE", str(DEFAULT_MAX_REJECT_SHARE)).strip()
         try:
             share = float(share_text)
@@ -87,6 +95,15 @@ class PipelineSettings:
             apps=apps,
             max_reject_share=share,
             partitions_start=start,
-            refresh_days=int(days_text),
+            refresh_days=refresh_days,
             refresh_cron=environ.get("CINNOX_REFRESH_CRON", DEFAULT_REFRESH_CRON),
+            settle_max_age_days=max_age,
+            settle_sensor_seconds=sensor_seconds,
         )
+
+
+def _whole(environ: Mapping[str, str], name: str, default: int, unit: str) -> int:
+    text = environ.get(name, str(default)).strip()
+    if not text.isdigit() or int(text) < 1:
+        raise SettingsError(f"{name}: {text!r} is not a whole number of {unit} >= 1")
+    return int(text)

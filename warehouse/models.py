@@ -13,6 +13,7 @@ from typing import Any
 from sqlalchemy import (
     BigInteger,
     Boolean,
+    Double,
     ForeignKey,
     Identity,
     Index,
@@ -394,6 +395,29 @@ class CounterRegression(Base):
         Timestamp, server_default=func.now(), comment="When the load that saw the drop ran (UTC)."
     )
     dagster_run_id: Mapped[str | None] = mapped_column(Text, comment="Dagster run that saw the drop.")
+
+
+class ApiRequestBudget(Base):
+    __tablename__ = "api_request_budget"
+    __table_args__: Any = {
+        "schema": STAR_SCHEMA,
+        "comment": "Pipeline bookkeeping, not campaign data: the CINNOX request budget of each app, a token "
+        "bucket shared by every Dagster run and process (warehouse/budget.py). CINNOX rate-limits per app; "
+        "each request first takes a token here, in one atomic statement.",
+    }
+
+    app_id: Mapped[str] = mapped_column(Text, primary_key=True, comment="CINNOX App ID the budget is for.")
+    tokens: Mapped[float] = mapped_column(
+        Double,
+        comment="Requests that may start at refilled_at without waiting; negative when callers have reserved "
+        "future slots (each waits -tokens / requests_per_second seconds).",
+    )
+    refilled_at: Mapped[datetime] = mapped_column(
+        Timestamp, comment="Database clock when tokens was last brought up to date (UTC)."
+    )
+    requests_per_second: Mapped[float] = mapped_column(
+        Double, comment="Refill rate the last caller configured (CINNOX_REQUESTS_PER_SECOND)."
+    )
 
 
 def table_of(model: type[Base]) -> Table:
