@@ -43,7 +43,7 @@ from sqlalchemy import (
     tuple_,
     union,
 )
-from sqlalchemy.dialects.postgresql import ARRAY, JSONB, TIMESTAMP, distinct_on, insert
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, TIMESTAMP, array, distinct_on, insert
 from sqlalchemy.sql.dml import Insert, ReturningInsert
 
 from cinnox import Page, Window
@@ -814,23 +814,30 @@ def _record_regressions(conn: Connection, app_key: int, run_id: str | None) -> i
     fact = table_of(FactSentCampaign)
     regressions = table_of(CounterRegression)
     latest = _latest_valid()
-    recorded = 0
-    for counter in MONOTONIC_COUNTERS:
-        drops = (
-            select(
-                fact.c.app_key,
-                fact.c.campaign_id,
-                literal(counter, Text),
-                fact.c[counter],
-                latest.c[counter],
-                literal(run_id, Text),
-            )
-            .join_from(latest, fact, and_(fact.c.app_key == app_key, fact.c.campaign_id == latest.c.campaign_id))
-            .where(latest.c[counter] < fact.c[counter])
+    # One join of the stage with the fact for all counters (it was one per counter: four
+    # scans, 0.8 s of a no-op re-load of 100k campaigns), unpivoted only for the rare
+    # campaigns with a drop: unnest() of equal-length arrays yields them in step.
+    dropped = (
+        select(
+            fact.c.campaign_id,
+            func.unnest(array([literal(name, Text) for name in MONOTONIC_COUNTERS])).label("counter"),
+            func.unnest(array([fact.c[name] for name in MONOTONIC_COUNTERS])).label("previous_value"),
+            func.unnest(array([latest.c[name] for name in MONOTONIC_COUNTERS])).label("new_value"),
         )
-        columns = ["app_key", "campaign_id", "counter", "previous_value", "new_value", "dagster_run_id"]
-        recorded += _insert_missing(conn, regressions, columns, drops)
-    return recorded
+        .join_from(latest, fact, and_(fact.c.app_key == app_key, fact.c.campaign_id == latest.c.campaign_id))
+        .where(or_(*(latest.c[name] < fact.c[name] for name in MONOTONIC_COUNTERS)))
+        .subquery("dropped")
+    )
+    drops = select(
+        literal(app_key, Integer),
+        dropped.c.campaign_id,
+        dropped.c.counter,
+        dropped.c.previous_value,
+        dropped.c.new_value,
+        literal(run_id, Text),
+    ).where(dropped.c.new_value < dropped.c.previous_value)
+    columns = ["app_key", "campaign_id", "counter", "previous_value", "new_value", "dagster_run_id"]
+    return _insert_missing(conn, regressions, columns, drops)
 
 
 def _mark_missing(conn: Connection, app_key: int, window: Window, result: LoadResult) -> None:
