@@ -40,8 +40,8 @@ stop: $(INSTALLED) ## stop the embedded PostgreSQL
 simulator: $(INSTALLED) ## the CINNOX simulator alone, on port 8765
 	$(BIN)/python -m cinnox.simulator --port 8765
 
-bench: $(INSTALLED) ## load benchmark against plain COPY (RECORDS=1000000 for a million)
-	$(BIN)/python -m bench.load --records $(RECORDS)
+bench: $(INSTALLED) ## every benchmark figure (RECORDS=1000000 for the 1M load figures)
+	$(BIN)/python -m bench --records $(RECORDS)
 
 bench-marts: $(INSTALLED) ## time docs/warehouse.md's example queries on RECORDS campaigns
 	$(BIN)/python -m bench.marts --records $(RECORDS)

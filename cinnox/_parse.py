@@ -41,6 +41,12 @@ def parse_sent_campaign(record: object) -> SentCampaign:
     Absent or null fields become None (never 0): which fields exist depends on the channel.
     Raises `InvalidRecord` with every reason when the record cannot be loaded.
     """
+    well_formed = parse_well_formed(record)
+    return well_formed if well_formed is not None else parse_field_by_field(record)
+
+
+def parse_field_by_field(record: object) -> SentCampaign:
+    """`parse_sent_campaign` without the fast path: every field examined, every reason kept."""
     if not isinstance(record, Mapping):
         raise InvalidRecord([f"record is not a JSON object but {_json_type(record)}"], None)
     reasons: list[str] = []
@@ -74,6 +80,85 @@ def parse_sent_campaign(record: object) -> SentCampaign:
         replied=counters["replied"],
         pending=counters["pending"],
         failed=counters["failed"],
+    )
+
+
+_EXACT_CHANNELS = {"SMS": Channel.SMS, "WhatsApp": Channel.WHATSAPP}
+_SENDER_FIELDS = ("phone", "channelName", "sourceName", "senderEID")
+
+
+def parse_well_formed(record: object) -> SentCampaign | None:
+    """The fast path: a record whose every field has its plain type (text as str, counters as
+    int in range, the channel spelled as documented) parsed with no per-field bookkeeping;
+    None for anything else, which `parse_sent_campaign` then examines field by field.
+
+    For the records it accepts it returns exactly what the field-by-field path returns (a
+    property test holds it to that); it was 21 µs of a load's per-record cost (bench/).
+    """
+    if type(record) is not dict:
+        return None
+    get = record.get
+    campaign_id = get("id")
+    date = get("date")
+    raw_channel = get("channel")
+    channel = _EXACT_CHANNELS.get(raw_channel) if type(raw_channel) is str else None
+    if type(campaign_id) is not str or type(date) is not str or channel is None:
+        return None
+    campaign_id = campaign_id.strip()
+    if not campaign_id:
+        return None
+    try:
+        sent_at = datetime.fromisoformat(date.strip())
+    except ValueError:
+        return None
+    if sent_at.tzinfo is None:
+        return None
+    text: list[str | None] = []
+    for name in ("campaignName", "createdBy", "subject"):
+        value = get(name)
+        if value is None:
+            text.append(None)
+        elif type(value) is str:
+            text.append(value.strip() or None)
+        else:
+            return None
+    raw_sender = get("sender")
+    if raw_sender is None:
+        sender = Sender()
+    elif type(raw_sender) is dict:
+        parts: list[str | None] = []
+        for name in _SENDER_FIELDS:
+            value = raw_sender.get(name)
+            if value is None:
+                parts.append(None)
+            elif type(value) is str:
+                parts.append(value.strip() or None)
+            else:
+                return None
+        sender = Sender(phone=parts[0], channel_name=parts[1], source_name=parts[2], sender_eid=parts[3])
+    else:
+        return None
+    counters: list[int | None] = []
+    for name in COUNTER_FIELDS:
+        value = get(name)
+        if value is None or (type(value) is int and 0 <= value <= MAX_COUNTER):
+            counters.append(value)
+        else:
+            return None
+    return SentCampaign(
+        id=campaign_id,
+        sent_at=sent_at.astimezone(UTC),
+        channel=channel,
+        campaign_name=text[0],
+        created_by=text[1],
+        sender=sender,
+        subject=text[2],
+        total_recipients=counters[0],
+        delivered=counters[1],
+        read=counters[2],
+        replied=counters[3],
+        pending=counters[4],
+        failed=counters[5],
     )
 
 

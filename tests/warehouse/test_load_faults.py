@@ -56,6 +56,26 @@ def test_a_counter_going_back_is_loaded_and_recorded(warehouse: Engine, simulato
     assert (row.previous_value, row.new_value, row.dagster_run_id) == (target["read"], target["read"] - 1, "2nd")
 
 
+def test_several_counters_going_back_at_once_are_each_recorded(warehouse: Engine, simulator: SimulatorServer) -> None:
+    # The regressions are found in one join and unpivoted (load._record_regressions): every
+    # counter that dropped gets its own row with its own values, and no counter that did not.
+    batch = records(simulator)
+    load_sent_campaigns(warehouse, APP, DAY, [page_of(batch)], run_id="first")
+    target = next(r for r in batch if (r.get("read") or 0) > 1 and (r.get("replied") or 0) > 0)
+    lower = {**target, "delivered": target["delivered"] - 2, "read": target["read"] - 1, "replied": 0}
+    result = load_sent_campaigns(
+        warehouse, APP, DAY, [page_of([lower if r is target else r for r in batch])], run_id="2nd"
+    )
+    assert result.counter_regressions == 3
+    with warehouse.connect() as conn:
+        rows = conn.execute(select(CounterRegression.__table__)).all()
+    assert {(r.campaign_id, r.counter, r.previous_value, r.new_value, r.dagster_run_id) for r in rows} == {
+        (target["id"], "delivered", target["delivered"], target["delivered"] - 2, "2nd"),
+        (target["id"], "read", target["read"], target["read"] - 1, "2nd"),
+        (target["id"], "replied", target["replied"], 0, "2nd"),
+    }
+
+
 def test_a_campaign_cinnox_stops_returning_is_marked_never_deleted(
     warehouse: Engine, simulator: SimulatorServer
 ) -> None:

@@ -7,11 +7,12 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from cinnox import Window
-from cinnox._parse import MAX_COUNTER
+from cinnox._parse import MAX_COUNTER, InvalidRecord, parse_field_by_field, parse_well_formed
 from warehouse.normalize import Rejection, StagedCampaign, stage_record
 
 WINDOW = Window(datetime(2024, 5, 24, tzinfo=UTC), datetime(2024, 5, 25, tzinfo=UTC))
@@ -108,3 +109,37 @@ def test_any_json_is_staged_storable_or_rejected_with_a_reason(record: Any) -> N
 
 def vars_of(sender: Any) -> list[str | None]:
     return [sender.phone, sender.channel_name, sender.source_name, sender.sender_eid]
+
+
+@given(records())
+@settings(max_examples=500, suppress_health_check=[HealthCheck.too_slow])
+def test_the_fast_path_parses_exactly_as_the_field_by_field_path(record: Any) -> None:
+    # parse_well_formed takes only records of plain types; whatever it returns must be what
+    # the field-by-field path returns for the same record (which then must not reject it).
+    fast = parse_well_formed(record)
+    if fast is None:
+        return
+    try:
+        slow = parse_field_by_field(record)
+    except InvalidRecord as exc:
+        raise AssertionError(f"the fast path accepted a record the slow path rejects: {exc}") from exc
+    assert fast == slow
+
+
+@pytest.mark.parametrize(
+    ("change", "fast"),
+    [
+        ({}, True),  # the documented shape
+        ({"channel": "SMS", "read": None, "sender": {"phone": " +852 ", "senderEID": "e1"}}, True),
+        ({"delivered": "48"}, False),  # a numeric string: examined field by field
+        ({"channel": "whatsapp"}, False),  # spelled otherwise: normalised field by field
+        ({"sender": {"phone": 85290001234}}, False),  # a number for a phone
+        ({"read": True}, False),  # a boolean is not a counter
+        ({"failed": -1}, False),
+    ],
+)
+def test_which_records_take_the_fast_path(change: dict[str, Any], fast: bool) -> None:
+    record = {**VALID, **change}
+    assert (parse_well_formed(record) is not None) is fast
+    if fast:
+        assert parse_well_formed(record) == parse_field_by_field(record)

@@ -1,0 +1,128 @@
+"""`make bench`: every figure of issue 5, each against a baseline measured in the same run.
+
+    python -m bench --records 100000                       # about 4 minutes on 2 cores
+    python -m bench --records 1000000                      # the 1M load figures too
+
+Each phase runs in a subprocess of its own (bench.load, bench.backfill), so each peak RSS is
+that phase's alone. Prints a table and writes bench/results/bench-<records>.json. Uses
+DATABASE_URL's server (a database `cinnox_bench` there, dropped and recreated), else the
+embedded PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from dataclasses import asdict
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy.engine import make_url
+
+from bench.common import RESULT_MARK, Figure, server_url
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def run_phase(module: str, *args: str) -> dict[str, Any]:
+    command = [sys.executable, "-m", module, *args]
+    print(f"  $ python -m {module} {' '.join(args)}", flush=True)
+    completed = subprocess.run(command, capture_output=True, text=True, check=False)
+    lines = [line for line in completed.stdout.splitlines() if line.startswith(RESULT_MARK)]
+    if completed.returncode != 0 or not lines:
+        sys.stderr.write(completed.stdout[-4000:] + completed.stderr[-4000:])
+        raise SystemExit(f"benchmark phase {module} {args} failed (exit {completed.returncode})")
+    result: dict[str, Any] = json.loads(lines[-1][len(RESULT_MARK) :])
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="The project's benchmark")
+    parser.add_argument("--records", type=int, default=100_000, help="records for the load figures")
+    parser.add_argument(
+        "--memory-records", default="100000,1000000", help="sizes whose first load's peak RSS is compared"
+    )
+    parser.add_argument("--latency", type=float, default=0.05, help="simulator seconds per request")
+    parser.add_argument("--rate", type=float, default=20.0, help="simulator rate limit and client budget, req/s")
+    args = parser.parse_args(argv)
+    began = time.perf_counter()
+    figures: list[Figure] = []
+    print(f"Benchmark: {args.records:,} records; backfill of 2 apps x 365 days at {args.rate:g} req/s, "
+          f"{args.latency * 1000:g} ms per request")  # fmt: skip
+
+    load = run_phase("bench.load", "--records", str(args.records))
+    figures += [Figure(**f) for f in load["figures"]]
+
+    small, large = (int(size) for size in args.memory_records.split(","))
+    memory = {size: run_phase("bench.load", "--records", str(size), "--memory") for size in (small, large)}
+    growth = memory[large]["peak_rss_mb"] - memory[small]["peak_rss_mb"]
+    for size in (small, large):
+        rss = memory[size]["peak_rss_mb"]
+        figures.append(Figure(f"peak RSS, first load of {size:,}", rss, "MB", f"first load of {small:,}",
+                              memory[small]["peak_rss_mb"], rss / memory[small]["peak_rss_mb"], size))  # fmt: skip
+    figures.append(Figure(f"peak RSS growth {small:,} -> {large:,}", growth, "MB", "target", 50.0, growth / 50.0,
+                          None, "< 50 MB"))  # fmt: skip
+    large_rate = large / (memory[large]["seconds"] - memory[large]["source_seconds"])
+    figures.append(Figure(f"first load rate at {large:,} (memory run)", large_rate, "rows/s", "", 0.0, 0.0, large))
+
+    timing = ["--latency", str(args.latency), "--rate", str(args.rate)]
+    extract = run_phase("bench.backfill", "--phase", "extract", *timing)
+    requests = sum(app["requests"] for app in extract["apps"].values())
+    floor = requests / args.rate
+    figures.append(Figure(f"extraction, 2 apps x 365 days, {requests} requests", extract["seconds"], "s",
+                          "floor: requests / rate", floor, extract["seconds"] / floor, None, "<= 1.2"))  # fmt: skip
+    figures.append(Figure("429s seen at the budget = the limit", extract["throttled"], "responses", "", 0, 0,
+                          None, "0"))  # fmt: skip
+    figures.append(Figure("peak RSS, extraction", extract["peak_rss_mb"], "MB", "", 0, 0))
+
+    bare = run_phase("bench.backfill", "--phase", "bare", *timing)
+    dagster = run_phase("bench.backfill", "--phase", "dagster", *timing)
+    figures.append(Figure("extraction + load, no Dagster", bare["seconds"], "s", "floor: requests / rate",
+                          bare["requests"] / args.rate, bare["seconds"] / (bare["requests"] / args.rate),
+                          bare["records"]))  # fmt: skip
+    figures.append(Figure(f"Dagster backfill, {dagster['runs']} runs for {dagster['apps']} apps", dagster["seconds"],
+                          "s", "extraction + load, no Dagster", bare["seconds"], dagster["seconds"] / bare["seconds"],
+                          dagster["records"], "< 1.5, <= 1 run per app"))  # fmt: skip
+    figures.append(Figure("429s seen, Dagster backfill", dagster["throttled"], "responses", "", 0, 0, None, "0"))
+    figures.append(Figure("peak RSS, Dagster backfill", dagster["peak_rss_mb"], "MB", "extraction + load, no Dagster",
+                          bare["peak_rss_mb"], dagster["peak_rss_mb"] / bare["peak_rss_mb"]))  # fmt: skip
+
+    url = make_url(server_url())
+    machine = f"{platform.node()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+    server = f"PostgreSQL at {url.host or url.query.get('host')}"
+    print(f"\n{machine}; {server}; {time.perf_counter() - began:.0f}s in all")
+    header = f"{'figure':<56} {'value':>11} {'unit':<9} {'baseline':>11} {'ratio':>6} {'rows written':>12}  target"
+    print(header + "\n" + "-" * len(header))
+    for f in figures:
+        written = f"{f.rows_written:,}" if f.rows_written is not None else ""
+        base = f"{f.baseline_value:,.1f}" if f.baseline else ""
+        ratio = f"{f.ratio:.2f}" if f.baseline else ""
+        print(f"{f.name:<56} {f.value:>11,.1f} {f.unit:<9} {base:>11} {ratio:>6} {written:>12}  {f.target}")
+    RESULTS.mkdir(exist_ok=True)
+    out = RESULTS / f"bench-{args.records}.json"
+    out.write_text(
+        json.dumps(
+            {
+                "records": args.records,
+                "measured_at": datetime.now(UTC).isoformat(),
+                "machine": machine,
+                "server": server,
+                "seconds": time.perf_counter() - began,
+                "figures": [asdict(f) for f in figures],
+                "phases": {"load": load, "memory": memory, "extract": extract, "bare": bare, "dagster": dagster},
+            },
+            indent=2,
+        )
+    )
+    print(f"written to {out.relative_to(RESULTS.parent.parent)}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

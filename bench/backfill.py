@@ -1,0 +1,158 @@
+"""Backfill phases: extraction against a rate-limited simulator, bare and through Dagster.
+
+    python -m bench.backfill --phase extract   # pages only: wall time against requests / rate
+    python -m bench.backfill --phase bare      # extraction + load, no Dagster
+    python -m bench.backfill --phase dagster   # the same through Dagster, one run per app
+
+Each phase starts its own simulator (per-request latency, per-app rate limit) and, for the
+loads, its own fresh database; `python -m bench` runs each in a subprocess of its own so the
+peak RSS it reports belongs to that phase alone. The client's budget is set to the limit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from datetime import datetime, timedelta
+from typing import Any
+
+from bench.common import emit, fresh_database, peak_rss_mb
+from cinnox import CinnoxClient, ExtractionStats, RateLimiter, Window
+from cinnox.simulator import DEFAULT_APPS, SimulatorServer
+from warehouse.db import create_warehouse_engine
+from warehouse.load import load_sent_campaigns
+from warehouse.migrate import upgrade_to_head
+
+DAYS = 365
+
+
+def backfill_window(now: datetime) -> Window:
+    """The last DAYS whole UTC days before `now` (a day start)."""
+    return Window(now - timedelta(days=DAYS), now)
+
+
+def _simulator(latency: float, rate: float) -> SimulatorServer:
+    return SimulatorServer(latency=latency, rate_limit=rate).start()
+
+
+def _client(sim: SimulatorServer, app_id: str, rate: float) -> CinnoxClient:
+    return CinnoxClient(sim.url, app_id, DEFAULT_APPS[app_id], rate_limiter=RateLimiter(rate))
+
+
+def _throttled(sim: SimulatorServer) -> int:
+    return sum(1 for request in sim.requests if request.rate_limited)
+
+
+def extract(latency: float, rate: float) -> dict[str, Any]:
+    with _simulator(latency, rate) as sim:
+        window = backfill_window(sim.now)
+        per_app: dict[str, dict[str, Any]] = {}
+        started = time.perf_counter()
+        for app_id in DEFAULT_APPS:
+            stats = ExtractionStats()
+            app_started = time.perf_counter()
+            with _client(sim, app_id, rate) as client:
+                for _ in client.sent_campaign_pages(window, stats):
+                    pass
+            per_app[app_id] = {
+                "seconds": time.perf_counter() - app_started,
+                "requests": stats.requests,
+                "records": stats.records,
+            }
+        seconds = time.perf_counter() - started
+        return {"seconds": seconds, "apps": per_app, "throttled": _throttled(sim), "peak_rss_mb": peak_rss_mb()}
+
+
+def bare(latency: float, rate: float) -> dict[str, Any]:
+    url = fresh_database("cinnox_bench")
+    engine = create_warehouse_engine(url)
+    upgrade_to_head(engine)
+    with _simulator(latency, rate) as sim:
+        window = backfill_window(sim.now)
+        requests = records = 0
+        started = time.perf_counter()
+        for app_id in DEFAULT_APPS:
+            stats = ExtractionStats()
+            with _client(sim, app_id, rate) as client:
+                result = load_sent_campaigns(engine, app_id, window, client.sent_campaign_pages(window, stats))
+            assert result.inserted == stats.records, result
+            requests += stats.requests
+            records += stats.records
+        seconds = time.perf_counter() - started
+        throttled = _throttled(sim)
+    engine.dispose()
+    return {
+        "seconds": seconds,
+        "requests": requests,
+        "records": records,
+        "throttled": throttled,
+        "peak_rss_mb": peak_rss_mb(),
+    }
+
+
+def dagster(latency: float, rate: float) -> dict[str, Any]:
+    url = fresh_database("cinnox_bench")
+    upgrade_to_head(create_warehouse_engine(url))
+    with _simulator(latency, rate) as sim:
+        window = backfill_window(sim.now)
+        # Read by the code location's resources at run time, as in `make run`.
+        os.environ.update(
+            {
+                "DATABASE_URL": url,
+                "CINNOX_BASE_URL": sim.url,
+                "CINNOX_APP_IDS": ",".join(DEFAULT_APPS),
+                "CINNOX_PARTITIONS_START": (window.start - timedelta(days=30)).date().isoformat(),
+                "CINNOX_REQUESTS_PER_SECOND": str(int(rate)),
+            }
+        )
+        import dagster as dg  # after the environment is set: the code location reads it
+
+        from pipelines.assets import sent_campaigns_key
+        from pipelines.definitions import build_definitions
+        from pipelines.partitions import range_tags
+        from pipelines.settings import AppSettings, PipelineSettings
+
+        for app_id, token in DEFAULT_APPS.items():
+            os.environ[AppSettings(app_id).token_env_var] = token
+        settings = PipelineSettings.from_env(os.environ)
+        job = build_definitions(os.environ).resolve_implicit_global_asset_job_def()
+        first = window.start.date().isoformat()
+        last = (window.end - timedelta(days=1)).date().isoformat()
+        runs = 0
+        records = 0
+        started = time.perf_counter()
+        with dg.DagsterInstance.ephemeral() as instance:
+            for app in settings.apps:
+                key = sent_campaigns_key(app)
+                result = job.execute_in_process(
+                    instance=instance, asset_selection=[key], tags=range_tags(first, last), raise_on_error=True
+                )
+                runs += 1
+                event = next(e for e in result.get_asset_materialization_events() if e.asset_key == key)
+                records += int(event.materialization.metadata["inserted"].value)  # type: ignore[arg-type]
+        seconds = time.perf_counter() - started
+        throttled = _throttled(sim)
+    return {
+        "seconds": seconds,
+        "runs": runs,
+        "apps": len(settings.apps),
+        "records": records,
+        "throttled": throttled,
+        "peak_rss_mb": peak_rss_mb(),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Backfill phases of the benchmark")
+    parser.add_argument("--phase", choices=["extract", "bare", "dagster"], required=True)
+    parser.add_argument("--latency", type=float, default=0.05, help="simulator seconds per request")
+    parser.add_argument("--rate", type=float, default=20.0, help="requests/s per app: the limit and the budget")
+    args = parser.parse_args(argv)
+    phase = {"extract": extract, "bare": bare, "dagster": dagster}[args.phase]
+    emit({"phase": args.phase, "latency": args.latency, "rate": args.rate, **phase(args.latency, args.rate)})
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
