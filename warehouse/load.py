@@ -402,22 +402,7 @@ def _merge_sender_versions(conn: Connection, app_key: int) -> int:
         )
         .subquery("staged_senders")
     )
-    same_version = and_(
-        dim_sender.c.app_key == app_key,
-        dim_sender.c.channel_key == staged.c.channel_key,
-        _sender_identity(
-            dim_sender.c.phone,
-            dim_sender.c.whatsapp_channel_name,
-            dim_sender.c.template_source_name,
-            dim_sender.c.sender_eid,
-        )
-        == _sender_identity(
-            staged.c.sender_phone,
-            staged.c.sender_channel_name,
-            staged.c.sender_source_name,
-            staged.c.sender_eid,
-        ),
-    )
+    same_version = _is_sender_version(app_key, staged.c.channel_key, staged)
     new_versions = select(
         literal(app_key, Integer),
         staged.c.channel_key,
@@ -506,6 +491,27 @@ def _sender_identity(*attributes: ColumnElement[Any]) -> ColumnElement[Any]:
     return func.jsonb_build_array(*attributes)
 
 
+def _is_sender_version(app_key: int, channel_key: ColumnElement[Any], staged: Subquery) -> ColumnElement[bool]:
+    """dim_sender's row for the sender attributes of `staged` (stage columns sender_*)."""
+    dim_sender = table_of(DimSender)
+    return and_(
+        dim_sender.c.app_key == app_key,
+        dim_sender.c.channel_key == channel_key,
+        _sender_identity(
+            dim_sender.c.phone,
+            dim_sender.c.whatsapp_channel_name,
+            dim_sender.c.template_source_name,
+            dim_sender.c.sender_eid,
+        )
+        == _sender_identity(
+            staged.c.sender_phone,
+            staged.c.sender_channel_name,
+            staged.c.sender_source_name,
+            staged.c.sender_eid,
+        ),
+    )
+
+
 def _merge_fact(conn: Connection, app_key: int, run_id: str | None, settle: SettlePolicy, result: LoadResult) -> None:
     # Counted in the database: RETURNING a row per campaign to Python held every one of them
     # in memory at once (about 150 MB more at 1M campaigns than at 100k; bench/, issue 5).
@@ -574,25 +580,7 @@ def fact_upsert(app_key: int, run_id: str | None, settle: SettlePolicy) -> Retur
         .select_from(latest)
         .join(dim_date, dim_date.c.calendar_date == latest.c.sent_date)
         .join(dim_channel, dim_channel.c.channel == latest.c.channel)
-        .join(
-            dim_sender,
-            and_(
-                dim_sender.c.app_key == app_key,
-                dim_sender.c.channel_key == dim_channel.c.channel_key,
-                _sender_identity(
-                    dim_sender.c.phone,
-                    dim_sender.c.whatsapp_channel_name,
-                    dim_sender.c.template_source_name,
-                    dim_sender.c.sender_eid,
-                )
-                == _sender_identity(
-                    latest.c.sender_phone,
-                    latest.c.sender_channel_name,
-                    latest.c.sender_source_name,
-                    latest.c.sender_eid,
-                ),
-            ),
-        )
+        .join(dim_sender, _is_sender_version(app_key, dim_channel.c.channel_key, latest))
         .outerjoin(
             dim_staff,
             and_(
