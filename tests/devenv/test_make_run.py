@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -25,12 +27,22 @@ Versions = Callable[[Engine], dict[str, set[tuple[str, str]]]]
 def clean_env(tmp_path: Path) -> Iterator[dict[str, str]]:
     """Nothing configured, as on a fresh machine; the embedded data goes to a temp folder."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CINNOX_", "DATABASE_URL", "DAGSTER_"))}
-    env["EMBEDDED_PGDATA"] = str(tmp_path / "pgdata")
+    # Outside pytest's own temporary folders: as root the server runs as the `pgserver` user,
+    # who must reach the data folder, and pytest may reset its root folder to mode 0700 when
+    # another session starts.
+    folder = Path(tempfile.mkdtemp(prefix="cinnox-make-run-"))
+    folder.chmod(0o755)  # mkdtemp makes it 0700; the server's user must get through it
+    pgdata = folder / "pgdata"
+    env["EMBEDDED_PGDATA"] = str(pgdata)
     env["DAGSTER_HOME"] = str(tmp_path / "dagster")
     (tmp_path / "dagster").mkdir()
-    yield env
-    assert stop_embedded_postgres(tmp_path / "pgdata") is (tmp_path / "pgdata" / "PG_VERSION").exists()
-    assert not (tmp_path / "pgdata" / "postmaster.pid").exists()  # `make stop` really stops it
+    try:
+        yield env
+        assert stop_embedded_postgres(pgdata) is (pgdata / "PG_VERSION").exists()
+        assert not (pgdata / "postmaster.pid").exists()  # `make stop` really stops it
+    finally:
+        stop_embedded_postgres(pgdata)
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def make_run(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
