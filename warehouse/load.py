@@ -562,7 +562,7 @@ def fact_upsert(app_key: int, run_id: str | None, settle: SettlePolicy) -> Retur
 
     # The same campaign can come twice in one unit (pages shifting under us); the last read
     # wins, and a single INSERT must not touch one key twice.
-    latest = _latest_valid()
+    latest = _latest_staged()
     incoming = (
         select(
             literal(app_key, Integer).label("app_key"),
@@ -786,22 +786,11 @@ def _insert_rejects(conn: Connection, app_id: str, window: Window, run_id: str |
     return _insert_missing(conn, rejects, columns, rows)
 
 
-def _latest_valid() -> Any:
-    """The last staged version of each valid campaign (the same id can come in several reads)."""
-    return (
-        select(stage)
-        .where(stage.c.reject_reasons.is_(None))
-        .ext(distinct_on(stage.c.campaign_id))
-        .order_by(stage.c.campaign_id, stage.c.seq.desc())
-        .subquery("latest")
-    )
-
-
 def _record_regressions(conn: Connection, app_key: int, run_id: str | None) -> int:
     """Keep the old value of every monotonic counter CINNOX now reports smaller (before the merge)."""
     fact = table_of(FactSentCampaign)
     regressions = table_of(CounterRegression)
-    latest = _latest_valid()
+    latest = _latest_staged()
     # One join of the stage with the fact for all counters (it was one per counter: four
     # scans, 0.8 s of a no-op re-load of 100k campaigns), unpivoted only for the rare
     # campaigns with a drop: unnest() of equal-length arrays yields them in step.
