@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from psycopg import sql
@@ -129,6 +129,7 @@ class LoadResult:
     inserted: int = 0
     updated: int = 0
     unchanged: int = 0
+    stale: int = 0  # campaigns the warehouse holds from a newer read (another load's), left alone
     raw_versions_inserted: int = 0
     rejects_inserted: int = 0
     dimension_rows_inserted: int = 0
@@ -183,14 +184,16 @@ def load_sent_campaigns(
     """
     result = LoadResult()
     with engine.begin() as conn:
-        # One load per app at a time: two runs of the same window cannot interleave merges.
-        conn.execute(select(func.pg_advisory_xact_lock(func.hashtextextended("cinnox.load:" + app_id, 0))))
         stage.create(conn)
-        fields = _copy_into_stage(conn, window, pages, result)
+        fields, read_started = _copy_into_stage(conn, window, pages, result)
         # A temp table has no statistics until analysed; the merges' join plans need them.
         # Not the payload columns: sampling jsonb was most of ANALYZE's second per 100k rows
         # and no plan filters or joins on it.
         conn.execute(text(f"ANALYZE {stage.name} ({', '.join(_ANALYZED_STAGE_COLUMNS)})"))
+        # One merge per app at a time, taken only now: a year's backfill reads for an hour, and
+        # the hourly refresh of the same app must not wait for that. What either read is
+        # private to its stage; each merge skips what the other already wrote from a newer read.
+        conn.execute(select(func.pg_advisory_xact_lock(func.hashtextextended("cinnox.load:" + app_id, 0))))
         if max_reject_share is not None and result.reject_share > max_reject_share:
             result.reject_share_exceeded = True
             result.rejects_inserted = _insert_rejects(conn, app_id, window, run_id)
@@ -199,7 +202,7 @@ def load_sent_campaigns(
         result.dimension_rows_inserted = _merge_dimensions(conn, app_key, window)
         result.counter_regressions = _record_regressions(conn, app_key, run_id)
         _merge_fact(conn, app_key, run_id, settle, result)
-        _mark_missing(conn, app_key, window, result)
+        _mark_missing(conn, app_key, window, read_started, result)
         result.raw_versions_inserted = _insert_raw_versions(conn, app_id, run_id)
         result.rejects_inserted = _insert_rejects(conn, app_id, window, run_id)
         _record_fields(conn, app_id, fields, run_id, result)
@@ -224,9 +227,13 @@ def _analyze_if_grown(conn: Connection, model: type[Base], rows_added: int) -> N
     conn.execute(text(f"ANALYZE {table.fullname}"))
 
 
-def _copy_into_stage(conn: Connection, window: Window, pages: Iterable[Page], result: LoadResult) -> set[str]:
-    """COPY every record into the stage; returns the field paths the records carried."""
+def _copy_into_stage(
+    conn: Connection, window: Window, pages: Iterable[Page], result: LoadResult
+) -> tuple[set[str], datetime]:
+    """COPY every record into the stage; returns the field paths the records carried and when
+    the read began (the first page's fetch time; now if there was no page)."""
     fields: set[str] = set()
+    read_started: datetime | None = None
     sender_fields: set[str] = set()
     columns = [c.name for c in stage.columns]
     statement = sql.SQL("COPY {} ({}) FROM STDIN").format(
@@ -237,6 +244,8 @@ def _copy_into_stage(conn: Connection, window: Window, pages: Iterable[Page], re
     seq = 0
     with raw.cursor() as cursor, cursor.copy(statement) as copy:
         for page in pages:
+            if read_started is None or page.fetched_at < read_started:
+                read_started = page.fetched_at
             for record in page.records:
                 seq += 1
                 result.records += 1
@@ -256,7 +265,8 @@ def _copy_into_stage(conn: Connection, window: Window, pages: Iterable[Page], re
                 result.valid += 1
                 copy.write_row(_campaign_row(seq, staged))
     # Distinct names only, so the sets stay as small as the schema, whatever the volume.
-    return {str(name) for name in fields} | {f"sender.{name}" for name in sender_fields}
+    paths = {str(name) for name in fields} | {f"sender.{name}" for name in sender_fields}
+    return paths, read_started or datetime.now(UTC)
 
 
 def _campaign_row(seq: int, staged: StagedCampaign) -> tuple[object, ...]:
@@ -534,7 +544,23 @@ def _merge_fact(conn: Connection, app_key: int, run_id: str | None, settle: Sett
     )
     # Counted in the database, not in a Python set that would grow with the window.
     result.duplicates = result.valid - int(distinct_valid or 0)
-    result.unchanged = int(distinct_valid or 0) - upserted
+    result.stale = _count_stale(conn, app_key)
+    result.unchanged = int(distinct_valid or 0) - upserted - result.stale
+
+
+def _count_stale(conn: Connection, app_key: int) -> int:
+    """Staged campaigns whose row came from a newer read than this load's: left as they are."""
+    fact = table_of(FactSentCampaign)
+    latest = _latest_staged()
+    return int(
+        conn.scalar(
+            select(func.count())
+            .select_from(latest)
+            .join(fact, and_(fact.c.app_key == app_key, fact.c.campaign_id == latest.c.campaign_id))
+            .where(latest.c.extracted_at < fact.c.values_observed_at)
+        )
+        or 0
+    )
 
 
 def _latest_staged() -> Subquery:
@@ -633,6 +659,7 @@ def fact_upsert(app_key: int, run_id: str | None, settle: SettlePolicy) -> Retur
         *(incoming.c[name] for name in ("app_key", "campaign_id", *_FACT_VALUES)),
         settled_at.label("settled_at"),
         changed_at.label("counters_changed_at"),
+        observed_at.label("values_observed_at"),
         literal(run_id, Text).label("last_dagster_run_id"),
     ]
     tracked_new = [*(incoming.c[n] for n in _FACT_VALUES), settled_at]
@@ -649,22 +676,29 @@ def fact_upsert(app_key: int, run_id: str | None, settle: SettlePolicy) -> Retur
         .where(
             or_(
                 is_new,
-                # The row as it is against the row as it would be.
-                tuple_(*(current.c[n] for n in _TRACKED)).is_distinct_from(tuple_(*tracked_new)),
+                and_(
+                    # Not a read older than the one the row holds: another load's newer read wins.
+                    observed_at >= current.c.values_observed_at,
+                    # The row as it is against the row as it would be.
+                    tuple_(*(current.c[n] for n in _TRACKED)).is_distinct_from(tuple_(*tracked_new)),
+                ),
             )
         )
     )
-    written = ["app_key", "campaign_id", *_TRACKED, "counters_changed_at", "last_dagster_run_id"]
+    written = ["app_key", "campaign_id", *_TRACKED, "counters_changed_at", "values_observed_at", "last_dagster_run_id"]
     upsert = insert(fact).from_select(written, changed_or_new)
     excluded = upsert.excluded
     return upsert.on_conflict_do_update(
         index_elements=[fact.c.app_key, fact.c.campaign_id],
         set_={
-            **{name: excluded[name] for name in (*_TRACKED, "counters_changed_at")},
+            **{name: excluded[name] for name in (*_TRACKED, "counters_changed_at", "values_observed_at")},
             "last_changed_at": func.now(),
             "last_dagster_run_id": excluded.last_dagster_run_id,
         },
-        where=tuple_(*(fact.c[n] for n in _TRACKED)).is_distinct_from(tuple_(*(excluded[n] for n in _TRACKED))),
+        where=and_(
+            fact.c.values_observed_at <= excluded.values_observed_at,
+            tuple_(*(fact.c[n] for n in _TRACKED)).is_distinct_from(tuple_(*(excluded[n] for n in _TRACKED))),
+        ),
     ).returning(_WAS_INSERTED)
 
 
@@ -802,7 +836,11 @@ def _record_regressions(conn: Connection, app_key: int, run_id: str | None) -> i
             func.unnest(array([latest.c[name] for name in MONOTONIC_COUNTERS])).label("new_value"),
         )
         .join_from(latest, fact, and_(fact.c.app_key == app_key, fact.c.campaign_id == latest.c.campaign_id))
-        .where(or_(*(latest.c[name] < fact.c[name] for name in MONOTONIC_COUNTERS)))
+        .where(
+            # A read older than the row's is not a drop: the row is newer, and stays.
+            latest.c.extracted_at >= fact.c.values_observed_at,
+            or_(*(latest.c[name] < fact.c[name] for name in MONOTONIC_COUNTERS)),
+        )
         .subquery("dropped")
     )
     drops = select(
@@ -817,24 +855,37 @@ def _record_regressions(conn: Connection, app_key: int, run_id: str | None) -> i
     return _insert_missing(conn, regressions, columns, drops)
 
 
-def _mark_missing(conn: Connection, app_key: int, window: Window, result: LoadResult) -> None:
+def _mark_missing(conn: Connection, app_key: int, window: Window, read_started: datetime, result: LoadResult) -> None:
     """Mark the window's campaigns CINNOX no longer returned; un-mark those it returned again.
 
     Any staged record counts as returned, a rejected one too: it is at the source, just bad.
+    Only campaigns the warehouse knew from a read before this one began are judged: one that
+    another load read since may have been sent after this read passed its page. Likewise only a
+    read newer than the one that found a campaign gone brings it back.
     """
     fact = table_of(FactSentCampaign)
     in_window = and_(fact.c.app_key == app_key, fact.c.sent_at >= window.start, fact.c.sent_at < window.end)
     returned = exists().where(stage.c.campaign_id == fact.c.campaign_id)
+    returned_since_marked = exists().where(
+        stage.c.campaign_id == fact.c.campaign_id,
+        stage.c.extracted_at >= fact.c.missing_at_source_since,
+    )
     marked = conn.execute(
         fact.update()
-        .where(in_window, fact.c.missing_at_source_since.is_(None), not_(returned))
-        .values(missing_at_source_since=func.now())
+        .where(
+            in_window,
+            fact.c.missing_at_source_since.is_(None),
+            fact.c.values_observed_at <= read_started,
+            not_(returned),
+        )
+        # The read's start, on the clock of the records' read times, to compare with them.
+        .values(missing_at_source_since=literal(read_started, TIMESTAMP(timezone=True)))
         .execution_options(preserve_rowcount=True)
     )
     result.marked_missing = marked.rowcount
     back = conn.execute(
         fact.update()
-        .where(fact.c.app_key == app_key, fact.c.missing_at_source_since.is_not(None), returned)
+        .where(fact.c.app_key == app_key, fact.c.missing_at_source_since.is_not(None), returned_since_marked)
         .values(missing_at_source_since=None)
         .execution_options(preserve_rowcount=True)
     )

@@ -326,6 +326,12 @@ class FactSentCampaign(Base):
         server_default=func.now(),
         comment="When CINNOX was last seen reporting different counters (the newest snapshot's observed_at).",
     )
+    values_observed_at: Mapped[datetime] = mapped_column(
+        Timestamp,
+        server_default=func.now(),
+        comment="When CINNOX was read for the values this row holds (the read behind its last write). A read "
+        "older than this, from a long backfill that merges after a newer refresh, does not overwrite the row.",
+    )
     settled_at: Mapped[datetime | None] = mapped_column(
         Timestamp,
         comment="When the counters were found settled: nothing pending, delivered + failed cover every "

@@ -240,7 +240,7 @@ def test_a_connection_killed_mid_load_is_retried_by_dagster_and_completes(
     assert clean.success
     expected = snapshot(warehouse)
     empty_warehouse(warehouse)
-    # Page 2 is held back, so the load sits inside its transaction (advisory lock held) meanwhile.
+    # Page 2 is held back, so the load sits inside its transaction (copying its stage) meanwhile.
     sim.add_fault(FaultKind.SLOW, seconds=0.8, offset=10)
     killed: list[int] = []
 
@@ -249,8 +249,8 @@ def test_a_connection_killed_mid_load_is_retried_by_dagster_and_completes(
             for _ in range(400):
                 rows = admin.execute(
                     # Only this test's database: the server may be shared with other test runs.
-                    "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND granted"
-                    " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                    " WHERE query LIKE 'COPY \"stage_sent_campaign\"%' AND datname = current_database()"
                 ).fetchall()
                 if rows:
                     killed.append(len(rows))

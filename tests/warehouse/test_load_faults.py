@@ -4,7 +4,6 @@ against the real PostgreSQL."""
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
@@ -17,7 +16,6 @@ from sqlalchemy.exc import OperationalError
 
 from cinnox import Page, Window
 from cinnox.simulator import SimulatorServer
-from warehouse.db import create_warehouse_engine
 from warehouse.load import load_sent_campaigns
 from warehouse.models import CounterRegression, FactSentCampaign, SentCampaignReject, SourceField
 
@@ -145,16 +143,17 @@ def test_a_connection_killed_mid_load_leaves_nothing_and_the_next_load_completes
 
     def pages() -> Iterator[Page]:
         yield page_of(batch[:10])
-        copying.set()  # the load holds its advisory lock and is inside COPY now
+        copying.set()  # the load's transaction is open and inside COPY now
         killed.wait(10)
         yield page_of(batch[10:])
 
     def kill() -> None:
         copying.wait(10)
         with psycopg.connect(_url(warehouse), autocommit=True) as admin:
+            # The session copying into the load's stage table.
             admin.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND granted"
-                " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE query LIKE 'COPY \"stage_sent_campaign\"%' AND datname = current_database()"
             )
         killed.set()
 
@@ -167,53 +166,3 @@ def test_a_connection_killed_mid_load_leaves_nothing_and_the_next_load_completes
     result = load_sent_campaigns(warehouse, APP, DAY, [page_of(batch)])
     assert result.inserted == len(batch) - 5
     assert set(facts(warehouse)) == {r["id"] for r in batch}
-
-
-def test_two_loads_of_the_same_window_at_once_end_with_the_right_rows(
-    warehouse: Engine, simulator: SimulatorServer
-) -> None:
-    batch = records(simulator)
-    # Separate engines: two runs are two processes with their own pools.
-    engines = [create_warehouse_engine(warehouse.url.render_as_string(hide_password=False)) for _ in range(2)]
-    first_loading = threading.Event()
-    results: list[Any] = []
-    errors: list[BaseException] = []
-
-    def second_is_waiting() -> bool:
-        with psycopg.connect(_url(warehouse), autocommit=True) as admin:
-            row = admin.execute(
-                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
-                " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
-            ).fetchone()
-            return bool(row and row[0])
-
-    def first_pages() -> Iterator[Page]:
-        first_loading.set()
-        # Hold the load open until the second one is queued behind it: they truly overlap.
-        for _ in range(400):
-            if second_is_waiting():
-                break
-            time.sleep(0.025)
-        yield page_of(batch)
-
-    def load(engine: Engine, pages: Iterator[Page]) -> None:
-        try:
-            results.append(load_sent_campaigns(engine, APP, DAY, pages))
-        except BaseException as exc:
-            errors.append(exc)
-
-    first = threading.Thread(target=load, args=(engines[0], first_pages()))
-    second = threading.Thread(target=load, args=(engines[1], iter([page_of(batch)])))
-    first.start()
-    first_loading.wait(10)
-    second.start()
-    first.join()
-    second.join()
-    for engine in engines:
-        engine.dispose()
-    assert errors == []
-    assert [r.inserted for r in results] == [len(batch), 0]  # the second waited, then found it all there
-    assert [r.unchanged for r in results] == [0, len(batch)]
-    assert set(facts(warehouse)) == {r["id"] for r in batch}
-    with warehouse.connect() as conn:
-        assert conn.scalar(select(func.count()).select_from(FactSentCampaign)) == len(batch)
