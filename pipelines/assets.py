@@ -149,6 +149,10 @@ def _sent_campaigns_asset(
             context.log.warning(f"{result.counter_regressions} counters went backwards; see cinnox.counter_regression")
         if result.marked_missing:
             context.log.warning(f"{result.marked_missing} campaigns of {window} are no longer returned by CINNOX")
+        if result.stale:
+            context.log.info(
+                f"{result.stale} campaigns were left as they are: another run had loaded them from a newer read"
+            )
         if result.rejected:
             context.log.warning(f"{result.rejected} records rejected: {dict(result.reject_reasons.most_common(5))}")
         context.log.info(
@@ -171,12 +175,15 @@ def _sent_campaigns_asset(
 
 
 def _logging_progress(pages: Iterable[Page], stats: ExtractionStats, log: Any) -> Iterator[Page]:
-    """Pass pages through, logging each, so a long backfill shows where it is."""
+    """Pass pages through, logging each, so a long backfill shows where it is and how long it
+    has waited for the app's request budget (shared with the app's other runs)."""
     for page in pages:
         of_total = f" of {page.total}" if page.total is not None else ""
+        waited = stats.rate_limit_wait_seconds
+        budget = f"; {waited:.1f}s waiting for the request budget so far" if waited >= 0.05 else ""
         log.info(
             f"{page.window}: page {stats.pages} (offset {page.offset}, {len(page.records)} records), "
-            f"{stats.records}{of_total} records so far"
+            f"{stats.records}{of_total} records so far{budget}"
         )
         yield page
 
@@ -210,6 +217,7 @@ def _metadata(window: Window, stats: ExtractionStats, result: LoadResult, second
         "inserted": result.inserted,
         "updated": result.updated,
         "unchanged": result.unchanged,
+        "newer_in_warehouse": result.stale,
         "raw_versions_inserted": result.raw_versions_inserted,
         "rejects_inserted": result.rejects_inserted,
         "dimension_rows_inserted": result.dimension_rows_inserted,

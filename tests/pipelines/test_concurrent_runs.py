@@ -1,7 +1,8 @@
 """Two Dagster runs materializing the same partitions at the same time, as two processes.
 
-The load takes a transaction-level advisory lock per app, so the second run's merge waits for
-the first and then finds nothing to change: the right rows, no duplicate, no deadlock.
+Both read at once; the load takes a transaction-level advisory lock per app for its merge, so
+the second merge waits for the first and then finds nothing to change: the right rows, no
+duplicate, no deadlock.
 """
 
 from __future__ import annotations

@@ -68,7 +68,7 @@ def test_production_instance_keeps_runs_and_events_in_postgres(
             assert instance.run_retries_max_retries == 2
             assert not instance.run_retries_retry_on_asset_or_op_failure
             pools = instance.get_concurrency_config().pool_config
-            assert (pools.default_pool_limit, pools.pool_granularity) == (1, PoolGranularity.RUN)
+            assert (pools.default_pool_limit, pools.pool_granularity) == (2, PoolGranularity.RUN)
             job = build_definitions(os.environ).resolve_implicit_global_asset_job_def()
             result = job.execute_in_process(
                 instance=instance, asset_selection=[KEY], tags=range_tags("2026-06-14", "2026-06-14")

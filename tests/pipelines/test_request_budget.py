@@ -1,8 +1,9 @@
 """One request budget per app, kept in PostgreSQL, shared by every run and process.
 
 The token arithmetic is checked at a rate so slow (one request per 100 s) that the seconds a
-statement takes cannot blur a slot; nothing sleeps. Then two Dagster processes for the same
-app against a simulator answering 429 above the rate: with the budget at that rate, none.
+statement takes cannot blur a slot; nothing sleeps. Then a backfill and a refresh of the same
+app as two Dagster processes, against a simulator answering 429 above the rate: with the
+budget at that rate, none, and the refresh is not held up by the backfill.
 """
 
 from __future__ import annotations
@@ -10,21 +11,20 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Callable
+import time
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import dagster as dg
 from dagster._core.instance.ref import InstanceRef
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, func, select
 
-from cinnox.simulator import SimulatorServer
+from cinnox.simulator import RequestRecord, SimulatorServer
 from pipelines.resources import CinnoxAppToken, CinnoxResource
 from tests.conftest import SIM_NOW
 from warehouse.budget import PostgresRateLimiter, take_token
-from warehouse.db import create_warehouse_engine
-from warehouse.migrate import upgrade_to_head
-from warehouse.models import ApiRequestBudget
+from warehouse.models import ApiRequestBudget, CounterRegression, FactSentCampaign
 
 ROOT = Path(__file__).resolve().parents[2]
 APP = "sim-app-1"
@@ -72,31 +72,23 @@ def test_resource_uses_the_database_budget_when_given_one(warehouse_url: str) ->
     assert local.request_budget == "process"
 
 
-def test_two_processes_of_one_app_stay_within_the_sources_rate(
-    warehouse: Engine, warehouse_url: str, create_database: Callable[[], str], tmp_path: Path
+def test_a_backfill_and_a_refresh_of_one_app_run_side_by_side_within_the_sources_rate(
+    warehouse: Engine, warehouse_url: str, tmp_path: Path
 ) -> None:
-    # The load holds a per-app lock from its first page to its commit, so two runs into one
-    # warehouse read one after the other. Two deployments reading the same CINNOX app into
-    # two warehouses (staging and production, say) read at the same time: the case the shared
-    # budget must cover, and the one that draws 429s with a per-process limiter.
-    second_warehouse = create_database()
-    engine = create_warehouse_engine(second_warehouse)
-    upgrade_to_head(engine)
-    engine.dispose()
-    rate = 4
-    # About twenty-five pages a run, six seconds alone at the rate, so the two runs overlap
-    # whichever process starts first; page sizes 10 and 11 tell their requests apart.
+    # Two Dagster processes into one warehouse, against a simulator answering 429 above the
+    # rate: a backfill of two weeks, and a refresh of its last two days started while the
+    # backfill reads, after CINNOX's counters moved on. Page sizes 10 and 11 tell them apart.
+    rate = 3
+    backfill_days, refresh_days = ("2026-06-01", "2026-06-14"), ("2026-06-13", "2026-06-14")
     with SimulatorServer(apps={APP: TOKEN}, now=SIM_NOW, rate_limit=rate) as sim:
-        processes, homes = [], []
-        for name, database, page_size in (("staging", second_warehouse, 10), ("production", warehouse_url, 11)):
+
+        def materialize(name: str, days: tuple[str, str], page_size: int) -> subprocess.Popen[str]:
             home = tmp_path / name
             home.mkdir()
-            homes.append(home)
             env = {
                 **os.environ,
                 "DAGSTER_HOME": str(home),
-                "DATABASE_URL": database,
-                "CINNOX_REQUEST_BUDGET_URL": warehouse_url,
+                "DATABASE_URL": warehouse_url,  # and the request budget, the default
                 "CINNOX_BASE_URL": sim.url,
                 "CINNOX_APP_IDS": APP,
                 "CINNOX_TOKEN_SIM_APP_1": TOKEN,
@@ -105,33 +97,71 @@ def test_two_processes_of_one_app_stay_within_the_sources_rate(
             }
             command = [
                 *(sys.executable, "-m", "dagster", "asset", "materialize", "-m", "pipelines.definitions"),
-                *("--select", "cinnox/sent_campaigns/sim_app_1", "--partition-range", "2026-06-09...2026-06-14"),
+                *("--select", "cinnox/sent_campaigns/sim_app_1", "--partition-range", "...".join(days)),
             ]
-            processes.append(
-                subprocess.Popen(
-                    command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-                )
+            return subprocess.Popen(
+                command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
             )
-        outputs = [process.communicate(timeout=300)[0] for process in processes]
+
+        def requests_of(page_size: int) -> list[RequestRecord]:
+            return [r for r in sim.requests if r.app_id == APP and r.params.get("limit") == str(page_size)]
+
+        backfill = materialize("backfill", backfill_days, 10)
+        deadline = time.monotonic() + 120
+        while len(requests_of(10)) < 6 and backfill.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        # Six pages in: the backfill has read some of the last two days' campaigns already.
+        refreshed_at = sim.advance(timedelta(hours=12))
+        refresh = materialize("refresh", refresh_days, 11)
+        outputs = [process.communicate(timeout=300)[0] for process in (backfill, refresh)]
         requests = [r for r in sim.requests if r.app_id == APP]
-    for process, output in zip(processes, outputs, strict=True):
+    for process, output in zip((backfill, refresh), outputs, strict=True):
         assert process.returncode == 0, output[-3000:]
 
     assert [r for r in requests if r.rate_limited or r.status == 429] == []
-    staging = [r.at for r in requests if r.params["limit"] == "10"]
-    production = [r.at for r in requests if r.params["limit"] == "11"]
-    assert len(staging) > 20
-    assert len(production) > 20
-    # The runs overlapped: many requests of each fell between the other's first and last.
-    assert sum(min(staging) < at < max(staging) for at in production) >= 5
+    backfill_at = [r.at for r in requests if r.params["limit"] == "10"]
+    refresh_at = [r.at for r in requests if r.params["limit"] == "11"]
+    assert len(backfill_at) == 64  # 639 campaigns, ten a page
+    # Side by side: the refresh read and loaded while the backfill still read.
+    assert min(backfill_at) < min(refresh_at)
+    assert max(refresh_at) < max(backfill_at)
+
+    # The warehouse holds the newest read of every campaign, whichever run merged last: for the
+    # refreshed days the refresh's; for older days the backfill's, before or after the clock moved.
+    start, end = datetime(2026, 6, 1, tzinfo=UTC), datetime(2026, 6, 15, tzinfo=UTC)
+    before = {r["id"]: r for r in sim.universe.campaigns(APP, start, end, SIM_NOW)}
+    after = {r["id"]: r for r in sim.universe.campaigns(APP, start, end, refreshed_at)}
+    with warehouse.connect() as conn:
+        rows = {row.campaign_id: row for row in conn.execute(select(FactSentCampaign.__table__))}
+        regressions = conn.scalar(select(func.count()).select_from(CounterRegression))
+        missing = conn.scalar(select(func.count()).where(FactSentCampaign.missing_at_source_since.is_not(None)))
+    assert set(rows) == set(after)
+    refreshed = {r["id"] for r in sim.universe.campaigns(APP, datetime(2026, 6, 13, tzinfo=UTC), end, refreshed_at)}
+    assert refreshed
+    for campaign_id, record in after.items():
+        held = (rows[campaign_id].delivered, rows[campaign_id].pending)
+        newest = (record["delivered"], record.get("pending"))
+        if campaign_id in refreshed:
+            assert held == newest, campaign_id
+        else:
+            old = before[campaign_id]
+            assert held in {newest, (old["delivered"], old.get("pending"))}, campaign_id
+    assert (regressions, missing) == (0, 0)
+
     key = dg.AssetKey(["cinnox", "sent_campaigns", "sim_app_1"])
-    for home in homes:
-        with dg.DagsterInstance.from_ref(InstanceRef.from_dir(str(home))) as instance:
+    metadata = {}
+    for name in ("backfill", "refresh"):
+        with dg.DagsterInstance.from_ref(InstanceRef.from_dir(str(tmp_path / name))) as instance:
             event = instance.get_latest_materialization_event(key)
             assert event is not None
             assert event.asset_materialization is not None
-            metadata = {name: value.value for name, value in event.asset_materialization.metadata.items()}
-        assert metadata["request_budget"] == "postgres"
-        assert metadata["retries"] == 0
-        assert isinstance(metadata["rate_limit_wait_seconds"], float)
-        assert metadata["rate_limit_wait_seconds"] > 0  # the budget paced the run, and it shows
+            metadata[name] = {k: v.value for k, v in event.asset_materialization.metadata.items()}
+        assert metadata[name]["request_budget"] == "postgres"
+        assert metadata[name]["retries"] == 0
+        assert isinstance(metadata[name]["rate_limit_wait_seconds"], float)
+        assert metadata[name]["rate_limit_wait_seconds"] > 0  # the budget paced the run, and it shows
+    # While it runs, its log says how long it has waited so far.
+    assert "s waiting for the request budget so far" in outputs[0]
+    # The backfill read some campaigns before the refresh did, and left the refresh's values.
+    assert metadata["backfill"]["newer_in_warehouse"] > 0
+    assert metadata["backfill"]["updated"] == 0
