@@ -7,8 +7,9 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Callable, Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -54,6 +55,10 @@ def make_run(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
 def test_make_run_loads_the_last_30_days_of_every_app_and_a_rerun_writes_nothing(
     clean_env: dict[str, str], row_versions: Versions
 ) -> None:
+    # The simulator's data and the 30 partitions follow the UTC date: both runs must see one.
+    until_midnight = (start_of_utc_day() + timedelta(days=1) - datetime.now(UTC)).total_seconds()
+    if until_midnight < 300:
+        time.sleep(until_midnight + 1)
     today = start_of_utc_day()
     first = make_run(clean_env)
     assert first.returncode == 0, first.stdout + first.stderr
@@ -85,6 +90,7 @@ def test_make_run_loads_the_last_30_days_of_every_app_and_a_rerun_writes_nothing
         assert conn.scalar(select(func.count()).select_from(FactSentCampaign)) == sum(
             len(universe.campaigns(app, window_start, today + timedelta(days=1), today)) for app in DEFAULT_APPS
         )
+    assert start_of_utc_day() == today  # else the comparison above was of two different days
     engine.dispose()
 
 
