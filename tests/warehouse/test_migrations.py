@@ -6,7 +6,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -154,7 +154,8 @@ def _upgrade_to(engine: Engine, revision: str) -> None:
 
 def test_history_migration_carries_existing_rows_over(create_database: Callable[[], str]) -> None:
     """0002 on a warehouse loaded under 0001: each campaign's counters become its first
-    snapshot, each sender row a version valid from its first campaign."""
+    snapshot, each sender row a version valid from its first campaign; 0006 dates each row's
+    values by the newest read time it records."""
     engine = create_warehouse_engine(create_database())
     _upgrade_to(engine, "0001")
     changed = datetime(2026, 6, 3, 12, tzinfo=UTC)
@@ -181,6 +182,12 @@ def test_history_migration_carries_existing_rows_over(create_database: Callable[
             ),
             {"changed": changed},
         )
+    _upgrade_to(engine, "0005")
+    settled = changed + timedelta(days=2)
+    with engine.begin() as conn:  # settled under 0005: 0006 takes the later of the two read times
+        conn.execute(
+            text("UPDATE cinnox.fact_sent_campaign SET settled_at = :at WHERE campaign_id = 'c2'"), {"at": settled}
+        )
     upgrade_to_head(engine)
     _check(engine)
     with engine.connect() as conn:
@@ -197,10 +204,16 @@ def test_history_migration_carries_existing_rows_over(create_database: Callable[
             )
         ).all()
         week, month = conn.execute(text("SELECT iso_week_start, month_start FROM cinnox.dim_date")).one()
-        counters_changed = conn.scalars(text("SELECT counters_changed_at FROM cinnox.fact_sent_campaign")).all()
+        counters_changed = conn.scalars(
+            text("SELECT counters_changed_at FROM cinnox.fact_sent_campaign ORDER BY campaign_id")
+        ).all()
+        observed = conn.scalars(
+            text("SELECT values_observed_at FROM cinnox.fact_sent_campaign ORDER BY campaign_id")
+        ).all()
     sent = [datetime(2026, 6, 1, 8, tzinfo=UTC), datetime(2026, 6, 1, 9, tzinfo=UTC)]
     assert [tuple(row) for row in snapshots] == [(1, changed, sent[0], 5, 2), (2, changed, sent[1], 7, 3)]
     assert [tuple(row) for row in senders] == [(1, 1, sent[0], sent[1], False), (2, 1, sent[1], None, True)]
     assert (week.isoformat(), month.isoformat()) == ("2026-06-01", "2026-06-01")
     assert counters_changed == [changed, changed]
+    assert observed == [changed, settled]
     engine.dispose()
