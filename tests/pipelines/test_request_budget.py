@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -24,6 +25,8 @@ from cinnox.simulator import RequestRecord, SimulatorServer
 from pipelines.resources import CinnoxAppToken, CinnoxResource
 from tests.conftest import SIM_NOW
 from warehouse.budget import PostgresRateLimiter, take_token
+from warehouse.db import create_warehouse_engine
+from warehouse.migrate import upgrade_to_head
 from warehouse.models import ApiRequestBudget, CounterRegression, FactSentCampaign
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -73,12 +76,16 @@ def test_resource_uses_the_database_budget_when_given_one(warehouse_url: str) ->
 
 
 def test_a_backfill_and_a_refresh_of_one_app_run_side_by_side_within_the_sources_rate(
-    warehouse: Engine, warehouse_url: str, tmp_path: Path
+    warehouse: Engine, warehouse_url: str, create_database: Callable[[], str], tmp_path: Path
 ) -> None:
     # Two Dagster processes into one warehouse, against a simulator answering 429 above the
     # rate: a backfill of two weeks, and a refresh of its last two days started while the
     # backfill reads, after CINNOX's counters moved on. Page sizes 10 and 11 tell them apart.
     rate = 3
+    # The budget in a database of its own, as deployments sharing one CINNOX app keep it.
+    budget_url = create_database()
+    budget_engine = create_warehouse_engine(budget_url)
+    upgrade_to_head(budget_engine)
     backfill_days, refresh_days = ("2026-06-01", "2026-06-14"), ("2026-06-13", "2026-06-14")
     with SimulatorServer(apps={APP: TOKEN}, now=SIM_NOW, rate_limit=rate) as sim:
 
@@ -88,7 +95,8 @@ def test_a_backfill_and_a_refresh_of_one_app_run_side_by_side_within_the_sources
             env = {
                 **os.environ,
                 "DAGSTER_HOME": str(home),
-                "DATABASE_URL": warehouse_url,  # and the request budget, the default
+                "DATABASE_URL": warehouse_url,
+                "CINNOX_REQUEST_BUDGET_URL": budget_url,
                 "CINNOX_BASE_URL": sim.url,
                 "CINNOX_APP_IDS": APP,
                 "CINNOX_TOKEN_SIM_APP_1": TOKEN,
@@ -147,6 +155,11 @@ def test_a_backfill_and_a_refresh_of_one_app_run_side_by_side_within_the_sources
             old = before[campaign_id]
             assert held in {newest, (old["delivered"], old.get("pending"))}, campaign_id
     assert (regressions, missing) == (0, 0)
+    with budget_engine.connect() as conn:
+        assert conn.scalars(select(ApiRequestBudget.app_id)).all() == [APP]
+    budget_engine.dispose()
+    with warehouse.connect() as conn:
+        assert conn.scalar(select(func.count()).select_from(ApiRequestBudget)) == 0
 
     key = dg.AssetKey(["cinnox", "sent_campaigns", "sim_app_1"])
     metadata = {}
