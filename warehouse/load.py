@@ -539,28 +539,19 @@ def _merge_fact(conn: Connection, app_key: int, run_id: str | None, settle: Sett
         snapshot_insert(app_key).execution_options(preserve_rowcount=True)
     ).rowcount
     _analyze_if_grown(conn, FactSentCampaignSnapshot, result.snapshots_inserted)
-    distinct_valid = conn.scalar(
-        select(func.count(stage.c.campaign_id.distinct())).where(stage.c.reject_reasons.is_(None))
-    )
-    # Counted in the database, not in a Python set that would grow with the window.
-    result.duplicates = result.valid - int(distinct_valid or 0)
-    result.stale = _count_stale(conn, app_key)
-    result.unchanged = int(distinct_valid or 0) - upserted - result.stale
-
-
-def _count_stale(conn: Connection, app_key: int) -> int:
-    """Staged campaigns whose row came from a newer read than this load's: left as they are."""
+    # One pass over the staged campaigns, counted in the database (not in a Python set that
+    # would grow with the window): how many distinct ones, and how many of them the warehouse
+    # holds from a newer read than this load's, which the upsert left as they are.
     fact = table_of(FactSentCampaign)
     latest = _latest_staged()
-    return int(
-        conn.scalar(
-            select(func.count())
-            .select_from(latest)
-            .join(fact, and_(fact.c.app_key == app_key, fact.c.campaign_id == latest.c.campaign_id))
-            .where(latest.c.extracted_at < fact.c.values_observed_at)
-        )
-        or 0
-    )
+    distinct_valid, stale = conn.execute(
+        select(func.count(), func.count().filter(latest.c.extracted_at < fact.c.values_observed_at))
+        .select_from(latest)
+        .outerjoin(fact, and_(fact.c.app_key == app_key, fact.c.campaign_id == latest.c.campaign_id))
+    ).one()
+    result.duplicates = result.valid - int(distinct_valid)
+    result.stale = int(stale)
+    result.unchanged = int(distinct_valid) - upserted - result.stale
 
 
 def _latest_staged() -> Subquery:
