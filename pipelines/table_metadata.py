@@ -31,7 +31,7 @@ API_FIELDS: dict[str, tuple[str, str]] = {
     "failed": ("integer", "Messages that failed (WhatsApp)."),
 }
 
-# cinnox.fact_sent_campaign column <- the API fields its value is derived from (warehouse/load.py).
+# cinnox.fact_sent_campaign column <- the API fields its value is derived from (warehouse/load/).
 # Columns the API does not feed (surrogate keys, the app from config, load bookkeeping) are absent.
 FACT_COLUMN_SOURCES: dict[str, tuple[str, ...]] = {
     "campaign_id": ("id",),

@@ -1,0 +1,242 @@
+"""Dimensions: the app, the calendar, staff, templates and type-2 sender versions."""
+
+from __future__ import annotations
+
+from datetime import UTC, timedelta
+from typing import Any
+
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Date,
+    Integer,
+    Interval,
+    Subquery,
+    and_,
+    exists,
+    extract,
+    func,
+    literal,
+    not_,
+    or_,
+    select,
+    tuple_,
+    union,
+)
+from sqlalchemy.dialects.postgresql import insert
+
+from cinnox import Window
+from warehouse.load._sql import analyze_if_grown, insert_missing
+from warehouse.load.stage import stage
+from warehouse.models import (
+    DimApp,
+    DimChannel,
+    DimDate,
+    DimSender,
+    DimStaff,
+    DimTemplate,
+    table_of,
+)
+
+
+def ensure_app(conn: Connection, app_id: str) -> int:
+    dim_app = table_of(DimApp)
+    key = conn.scalar(select(dim_app.c.app_key).where(dim_app.c.app_id == app_id))
+    if key is None:
+        conn.execute(insert(dim_app).values(app_id=app_id).on_conflict_do_nothing())
+        key = conn.scalar(select(dim_app.c.app_key).where(dim_app.c.app_id == app_id))
+        # Too small for autovacuum ever to analyse (fewer than 50 changes), so here.
+        analyze_if_grown(conn, DimApp, 1)
+    assert key is not None
+    return int(key)
+
+
+def merge_dimensions(conn: Connection, app_key: int, window: Window) -> int:
+    """Insert the dimension rows the stage needs and the warehouse lacks; version senders."""
+    valid = stage.c.reject_reasons.is_(None)
+    inserted = _insert_missing_days(conn, window)
+    analyze_if_grown(conn, DimDate, inserted)
+
+    # Staff (createdBy) and templates (subject): one name per app. A name is all either has,
+    # so there is nothing that could change and no history to keep.
+    for model, name_column, staged in (
+        (DimStaff, "staff_name", stage.c.created_by),
+        (DimTemplate, "subject", stage.c.subject),
+    ):
+        table = table_of(model)
+        names = (
+            select(literal(app_key, Integer), staged)
+            .distinct()
+            .where(
+                valid,
+                staged.is_not(None),
+                not_(exists().where(table.c.app_key == app_key, table.c[name_column] == staged)),
+            )
+        )
+        added = insert_missing(conn, table, ["app_key", name_column], names)
+        analyze_if_grown(conn, model, added)
+        inserted += added
+    senders = _merge_sender_versions(conn, app_key)
+    analyze_if_grown(conn, DimSender, senders)
+    return inserted + senders
+
+
+def _insert_missing_days(conn: Connection, window: Window) -> int:
+    """Every day of the window, campaigns or not, so BI tools see a calendar without gaps."""
+    dim_date = table_of(DimDate)
+    first_day = window.start.astimezone(UTC).date()
+    last_day = (window.end - timedelta(microseconds=1)).astimezone(UTC).date()
+    series = func.generate_series(
+        literal(first_day, Date), literal(last_day, Date), literal(timedelta(days=1), Interval)
+    ).column_valued("day")
+    window_days = select(series.cast(Date).label("day"))
+    # A record dated outside its window (CINNOX's clock, or a widened window) still needs its day.
+    staged_days = select(stage.c.sent_date.label("day")).where(stage.c.reject_reasons.is_(None))
+    days = union(window_days, staged_days).subquery("days")
+    d = days.c.day
+    calendar = select(
+        func.to_char(d, "YYYYMMDD").cast(Integer),
+        d,
+        extract("year", d),
+        extract("quarter", d),
+        extract("month", d),
+        func.to_char(d, "FMMonth"),
+        extract("day", d),
+        extract("isoyear", d),
+        extract("week", d),
+        extract("isodow", d),
+        func.to_char(d, "FMDay"),
+        extract("isodow", d) >= 6,
+        func.date_trunc("week", d).cast(Date),
+        func.date_trunc("month", d).cast(Date),
+    ).where(d.is_not(None), not_(exists().where(dim_date.c.calendar_date == d)))
+    return insert_missing(conn, dim_date, [c.name for c in dim_date.columns], calendar)
+
+
+def _merge_sender_versions(conn: Connection, app_key: int) -> int:
+    """Type-2 senders: a sender is its phone and senderEID per channel; a new channel name or
+    template source is a new version, valid from the first send seen with it to the next
+    version's first send. Writes only where a version or its validity changes."""
+    dim_sender = table_of(DimSender)
+    dim_channel = table_of(DimChannel)
+    staged = (
+        select(
+            dim_channel.c.channel_key,
+            stage.c.sender_phone,
+            stage.c.sender_channel_name,
+            stage.c.sender_source_name,
+            stage.c.sender_eid,
+            func.min(stage.c.sent_at).label("first_sent"),
+        )
+        .join_from(stage, dim_channel, dim_channel.c.channel == stage.c.channel)
+        .where(stage.c.reject_reasons.is_(None))
+        .group_by(
+            dim_channel.c.channel_key,
+            stage.c.sender_phone,
+            stage.c.sender_channel_name,
+            stage.c.sender_source_name,
+            stage.c.sender_eid,
+        )
+        .subquery("staged_senders")
+    )
+    same_version = is_sender_version(app_key, staged.c.channel_key, staged)
+    new_versions = select(
+        literal(app_key, Integer),
+        staged.c.channel_key,
+        staged.c.sender_phone,
+        staged.c.sender_channel_name,
+        staged.c.sender_source_name,
+        staged.c.sender_eid,
+        staged.c.first_sent,
+    ).where(not_(exists().where(same_version)))
+    columns = ["app_key", "channel_key", "phone", "whatsapp_channel_name", "template_source_name", "sender_eid"]
+    inserted = insert_missing(conn, dim_sender, [*columns, "valid_from"], new_versions)
+    # A backfill can reveal an earlier send of a version already known.
+    earlier = (
+        dim_sender.update()
+        .values(valid_from=staged.c.first_sent)
+        .where(
+            same_version,
+            or_(dim_sender.c.valid_from.is_(None), staged.c.first_sent < dim_sender.c.valid_from),
+        )
+    )
+    moved = conn.execute(earlier.execution_options(preserve_rowcount=True)).rowcount
+    if inserted or moved:
+        _recompute_sender_validity(conn, app_key)
+    return inserted
+
+
+def _recompute_sender_validity(conn: Connection, app_key: int) -> None:
+    """valid_to, is_current and the durable key of every version of the app's senders that the
+    stage touched, from the versions' valid_from order."""
+    dim_sender = table_of(DimSender)
+    natural_key = (dim_sender.c.channel_key, dim_sender.c.phone, dim_sender.c.sender_eid)
+    in_stage = exists().where(
+        stage.c.reject_reasons.is_(None),
+        stage.c.sender_phone.is_not_distinct_from(dim_sender.c.phone),
+        stage.c.sender_eid.is_not_distinct_from(dim_sender.c.sender_eid),
+    )
+    touched = select(*natural_key).distinct().where(dim_sender.c.app_key == app_key, in_stage).subquery("touched")
+    versions = dim_sender.alias("versions")
+    ordered = (
+        select(
+            versions.c.sender_key,
+            func.min(versions.c.sender_key)
+            .over(partition_by=[versions.c.channel_key, versions.c.phone, versions.c.sender_eid])
+            .label("durable_sender_key"),
+            func.lead(versions.c.valid_from)
+            .over(
+                partition_by=[versions.c.channel_key, versions.c.phone, versions.c.sender_eid],
+                order_by=[versions.c.valid_from.asc().nulls_last(), versions.c.sender_key],
+            )
+            .label("valid_to"),
+        )
+        .join(
+            touched,
+            and_(
+                touched.c.channel_key == versions.c.channel_key,
+                touched.c.phone.is_not_distinct_from(versions.c.phone),
+                touched.c.sender_eid.is_not_distinct_from(versions.c.sender_eid),
+            ),
+        )
+        .where(versions.c.app_key == app_key)
+        .subquery("ordered")
+    )
+    is_current = ordered.c.valid_to.is_(None)
+    conn.execute(
+        dim_sender.update()
+        .values(durable_sender_key=ordered.c.durable_sender_key, valid_to=ordered.c.valid_to, is_current=is_current)
+        .where(
+            dim_sender.c.sender_key == ordered.c.sender_key,
+            tuple_(dim_sender.c.durable_sender_key, dim_sender.c.valid_to, dim_sender.c.is_current).is_distinct_from(
+                tuple_(ordered.c.durable_sender_key, ordered.c.valid_to, is_current)
+            ),
+        )
+    )
+
+
+def _sender_identity(*attributes: ColumnElement[Any]) -> ColumnElement[Any]:
+    # The sender attributes as one jsonb array: NULL-safe like IS NOT DISTINCT FROM, but an
+    # equality PostgreSQL can hash-join on, so matching 1M campaigns to senders stays linear.
+    return func.jsonb_build_array(*attributes)
+
+
+def is_sender_version(app_key: int, channel_key: ColumnElement[Any], staged: Subquery) -> ColumnElement[bool]:
+    """dim_sender's row for the sender attributes of `staged` (stage columns sender_*)."""
+    dim_sender = table_of(DimSender)
+    return and_(
+        dim_sender.c.app_key == app_key,
+        dim_sender.c.channel_key == channel_key,
+        _sender_identity(
+            dim_sender.c.phone,
+            dim_sender.c.whatsapp_channel_name,
+            dim_sender.c.template_source_name,
+            dim_sender.c.sender_eid,
+        )
+        == _sender_identity(
+            staged.c.sender_phone,
+            staged.c.sender_channel_name,
+            staged.c.sender_source_name,
+            staged.c.sender_eid,
+        ),
+    )

@@ -1,0 +1,64 @@
+"""Campaigns CINNOX stopped returning for a window, and those it returned again."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import (
+    Connection,
+    and_,
+    exists,
+    func,
+    literal,
+    not_,
+    select,
+)
+from sqlalchemy.dialects.postgresql import TIMESTAMP
+
+from cinnox import Window
+from warehouse.load.result import LoadResult
+from warehouse.load.stage import stage
+from warehouse.models import (
+    FactSentCampaign,
+    table_of,
+)
+
+
+def mark_missing(conn: Connection, app_key: int, window: Window, read_started: datetime, result: LoadResult) -> None:
+    """Mark the window's campaigns CINNOX no longer returned; un-mark those it returned again.
+
+    Any staged record counts as returned, a rejected one too: it is at the source, just bad.
+    Only campaigns the warehouse knew from a read before this one began are judged: one that
+    another load read since may have been sent after this read passed its page. Likewise only a
+    read newer than the one that found a campaign gone brings it back.
+    """
+    fact = table_of(FactSentCampaign)
+    in_window = and_(fact.c.app_key == app_key, fact.c.sent_at >= window.start, fact.c.sent_at < window.end)
+    returned = exists().where(stage.c.campaign_id == fact.c.campaign_id)
+    returned_since_marked = exists().where(
+        stage.c.campaign_id == fact.c.campaign_id,
+        stage.c.extracted_at >= fact.c.missing_at_source_since,
+    )
+    marked = conn.execute(
+        fact.update()
+        .where(
+            in_window,
+            fact.c.missing_at_source_since.is_(None),
+            fact.c.values_observed_at <= read_started,
+            not_(returned),
+        )
+        # The read's start, on the clock of the records' read times, to compare with them.
+        .values(missing_at_source_since=literal(read_started, TIMESTAMP(timezone=True)))
+        .execution_options(preserve_rowcount=True)
+    )
+    result.marked_missing = marked.rowcount
+    back = conn.execute(
+        fact.update()
+        .where(fact.c.app_key == app_key, fact.c.missing_at_source_since.is_not(None), returned_since_marked)
+        .values(missing_at_source_since=None)
+        .execution_options(preserve_rowcount=True)
+    )
+    result.reappeared = back.rowcount
+    result.missing_at_source = int(
+        conn.scalar(select(func.count()).where(in_window, fact.c.missing_at_source_since.is_not(None))) or 0
+    )

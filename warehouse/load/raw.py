@@ -1,0 +1,152 @@
+"""The raw layer: every distinct payload version, the rejects, and the field paths seen."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    Connection,
+    Text,
+    exists,
+    func,
+    literal,
+    not_,
+    select,
+)
+from sqlalchemy.dialects.postgresql import TIMESTAMP, distinct_on, insert
+
+from cinnox import Window
+from warehouse.load._sql import insert_missing
+from warehouse.load.result import LoadResult
+from warehouse.load.stage import stage
+from warehouse.models import (
+    SentCampaignPayload,
+    SentCampaignReject,
+    SourceField,
+    table_of,
+)
+
+
+def insert_raw_versions(conn: Connection, app_id: str, run_id: str | None) -> int:
+    raw = table_of(SentCampaignPayload)
+    hashed = (
+        select(
+            stage.c.campaign_id,
+            func.sha256(func.convert_to(stage.c.payload.cast(Text), "UTF8")).label("payload_hash"),
+            stage.c.payload,
+            stage.c.extracted_at,
+            stage.c.seq,
+        )
+        .where(stage.c.reject_reasons.is_(None))
+        .subquery("hashed")
+    )
+    versions = (
+        select(
+            literal(app_id, Text),
+            hashed.c.campaign_id,
+            hashed.c.payload_hash,
+            hashed.c.payload,
+            hashed.c.extracted_at,
+            literal(run_id, Text),
+        )
+        .ext(distinct_on(hashed.c.campaign_id, hashed.c.payload_hash))
+        .where(
+            not_(
+                exists().where(
+                    raw.c.app_id == app_id,
+                    raw.c.campaign_id == hashed.c.campaign_id,
+                    raw.c.payload_hash == hashed.c.payload_hash,
+                )
+            )
+        )
+        .order_by(hashed.c.campaign_id, hashed.c.payload_hash, hashed.c.seq)
+    )
+    columns = [
+        "app_id",
+        "campaign_id",
+        "payload_hash",
+        "payload",
+        "extracted_at",
+        "dagster_run_id",
+    ]
+    return insert_missing(conn, raw, columns, versions)
+
+
+def insert_rejects(conn: Connection, app_id: str, window: Window, run_id: str | None) -> int:
+    rejects = table_of(SentCampaignReject)
+    rows = (
+        select(
+            literal(app_id, Text),
+            stage.c.campaign_id,
+            stage.c.reject_reasons,
+            stage.c.payload,
+            stage.c.payload_text,
+            stage.c.reject_hash,
+            literal(window.start, TIMESTAMP(timezone=True)),
+            literal(window.end, TIMESTAMP(timezone=True)),
+            stage.c.extracted_at,
+            literal(run_id, Text),
+        )
+        .ext(distinct_on(stage.c.reject_hash))
+        .where(
+            stage.c.reject_reasons.is_not(None),
+            not_(
+                exists().where(
+                    rejects.c.app_id == app_id,
+                    rejects.c.payload_hash == stage.c.reject_hash,
+                )
+            ),
+        )
+        .order_by(stage.c.reject_hash, stage.c.seq)
+    )
+    columns = [
+        "app_id",
+        "campaign_id",
+        "reasons",
+        "payload",
+        "payload_text",
+        "payload_hash",
+        "window_start",
+        "window_end",
+        "rejected_at",
+        "dagster_run_id",
+    ]
+    return insert_missing(conn, rejects, columns, rows)
+
+
+def record_fields(conn: Connection, app_id: str, fields: set[str], run_id: str | None, result: LoadResult) -> None:
+    """Remember every field path seen; the unknown ones no load had seen before are news."""
+    result.unknown_fields = sorted(fields - KNOWN_FIELDS)
+    if not fields:
+        return
+    table = table_of(SourceField)
+    rows = [
+        {"app_id": app_id, "field_path": path, "known": path in KNOWN_FIELDS, "first_dagster_run_id": run_id}
+        for path in sorted(fields)
+    ]
+    inserted = conn.execute(
+        insert(table).values(rows).on_conflict_do_nothing().returning(table.c.field_path, table.c.known)
+    ).all()
+    result.new_fields = sorted(path for path, known in inserted if not known)
+
+
+# The record fields the parser reads (docs/cinnox-api.md); any other is kept in raw JSON only.
+KNOWN_FIELDS = frozenset(
+    {
+        "id",
+        "date",
+        "campaignName",
+        "channel",
+        "createdBy",
+        "sender",
+        "sender.phone",
+        "sender.channelName",
+        "sender.sourceName",
+        "sender.senderEID",
+        "subject",
+        "totalRecipients",
+        "delivered",
+        "read",
+        "replied",
+        "pending",
+        "failed",
+    }
+)
