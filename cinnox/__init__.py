@@ -17,9 +17,21 @@ from cinnox._errors import (
     CinnoxPaginationDrift,
     CinnoxRequestError,
     CinnoxUnavailable,
+    CinnoxUnreachable,
 )
-from cinnox._models import Channel, ExtractionStats, Page, Sender, SentCampaign, Window, format_rfc3339
-from cinnox._parse import COUNTER_FIELDS, InvalidRecord, normalize_channel, parse_sent_campaign
+from cinnox._models import (
+    Channel,
+    ChunkRead,
+    ExtractionStats,
+    Page,
+    Probe,
+    Sender,
+    SentCampaign,
+    Window,
+    WindowTooLarge,
+    format_rfc3339,
+)
+from cinnox._parse import COUNTER_FIELDS, InvalidRecord, normalize_channel, parse_send_time, parse_sent_campaign
 from cinnox._ratelimit import RateLimiter
 from cinnox._retry import RetryPolicy, parse_retry_after
 
@@ -27,24 +39,29 @@ __all__ = [
     "COUNTER_FIELDS",
     "SENT_CAMPAIGNS_SUMMARY",
     "Channel",
+    "ChunkRead",
     "CinnoxAuthError",
     "CinnoxClient",
     "CinnoxError",
     "CinnoxPaginationDrift",
     "CinnoxRequestError",
     "CinnoxUnavailable",
+    "CinnoxUnreachable",
     "Endpoint",
     "ExtractionStats",
     "InvalidRecord",
     "Page",
+    "Probe",
     "RateLimiter",
     "RetryPolicy",
     "Sender",
     "SentCampaign",
     "Window",
+    "WindowTooLarge",
     "format_rfc3339",
     "is_loopback_url",
     "normalize_channel",
     "parse_retry_after",
+    "parse_send_time",
     "parse_sent_campaign",
 ]

@@ -8,8 +8,9 @@ import random
 import ssl
 import time
 from collections.abc import Callable, Generator, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -17,13 +18,20 @@ import httpx
 import orjson
 
 from cinnox._endpoints import SENT_CAMPAIGNS_SUMMARY, Endpoint
-from cinnox._errors import CinnoxAuthError, CinnoxPaginationDrift, CinnoxRequestError, CinnoxUnavailable
-from cinnox._models import ExtractionStats, Page, Window, format_rfc3339
+from cinnox._errors import (
+    CinnoxAuthError,
+    CinnoxPaginationDrift,
+    CinnoxRequestError,
+    CinnoxUnavailable,
+    CinnoxUnreachable,
+)
+from cinnox._models import ChunkRead, ExtractionStats, Page, Probe, Window, WindowTooLarge, format_rfc3339
 from cinnox._ratelimit import RateLimiter
 from cinnox._retry import CODE_BAD_QUERY, TRANSIENT_CODES, RetryPolicy, parse_retry_after
 
 _REDACTED = "********"
 _SUCCESS_CODES = (None, 0, "0", 200)  # the envelope's `code` on success; see docs/cinnox-api.md
+_FIRST_CONTACT_ATTEMPTS = 3  # refused connections before the first answer, then give up for good
 
 
 class _AppTokenAuth(httpx.Auth):
@@ -90,6 +98,7 @@ class CinnoxClient:
         max_reads: int = 4,
         ca_bundle: str | None = None,
         allow_plain_http: bool = False,
+        read_clock: Callable[[], datetime] | None = None,
     ) -> None:
         if not base_url.startswith(("http://", "https://")):
             raise ValueError(f"CINNOX base URL must start with http:// or https://, got {base_url!r}")
@@ -100,7 +109,7 @@ class CinnoxClient:
                 "if this is really wanted"
             )
         if max_reads < 2:
-            raise ValueError(f"max_reads must be at least 2 (two reads must agree), got {max_reads}")
+            raise ValueError(f"max_reads must be at least 2 (a drifting read is read again), got {max_reads}")
         if not app_id.strip():
             raise ValueError("CINNOX app id is empty")
         if not token:
@@ -121,6 +130,10 @@ class CinnoxClient:
         self._clock = clock
         self._limiter = rate_limiter or RateLimiter(None)
         self.max_reads = max_reads
+        self._answered = False  # any HTTP answer yet: after one, a refused connection is a blip
+        # When each page was read. Runs pass the warehouse's clock, so that which of two reads
+        # is newer never depends on the clocks of the workers that made them.
+        self.read_clock = read_clock or _utc_now
         self._rng = random.Random()
         self._http = httpx.Client(
             base_url=self.base_url,
@@ -147,71 +160,105 @@ class CinnoxClient:
     def sent_campaign_pages(self, window: Window, stats: ExtractionStats | None = None) -> Iterator[Page]:
         """Yield every page of the window's campaigns, fetching the next only when asked.
 
-        A read stops at an empty page, once `total` records are read, or (with no `total`) at
-        a page shorter than the page size. When a read shows paging drift (an id seen twice,
-        fewer distinct records than `total`, `total` changing between pages), the window is
-        read again, up to `max_reads` times, until two reads in a row return the same ids
-        without drift. Pages of every read are yielded: the caller keeps the last version of
-        each id. When no two reads agree, raises `CinnoxPaginationDrift`: never a silent loss.
+        The window is read as one chunk (see `read_chunk` for how a read ends and how drift is
+        healed); pages of every read are yielded, so a caller keeping the last version of each
+        id also keeps records that vanished between reads. For large windows use `read_chunk`
+        on bounded sub-windows instead: a drift then costs one chunk, not the whole window.
         """
         stats = stats if stats is not None else ExtractionStats()
-        previous: frozenset[str] | None = None
         for read in range(1, self.max_reads + 1):
-            stats.reads = read
-            seen: set[str] = set()
-            anonymous = repeated = 0
-            totals: list[int] = []
-            for page in self._read_window(window, stats):
+            check = _ReadCheck(window, self.page_size)
+            yield from self._read_window(window, stats, check)
+            stats.reads += 1
+            if self._accepts(check, window, read, stats):
+                return
+        raise self._drift_error(window, stats)
+
+    def probe(self, window: Window, stats: ExtractionStats | None = None) -> Probe:
+        """One `limit=1` request: the window's `total`, and the time on CINNOX's clock."""
+        stats = stats if stats is not None else ExtractionStats()
+        page = self._fetch_page(window, 0, stats, limit=1)
+        return Probe(window, page.total, page.api_time)
+
+    def read_chunk(
+        self, window: Window, stats: ExtractionStats | None = None, *, max_records: int | None = None
+    ) -> ChunkRead:
+        """Read the window to its end, in memory, re-reading it while paging drifts.
+
+        A read ends at an empty page, or at a short page once `total` records are in; a full
+        page always asks for one more, so a `total` that is too low cannot cut a read short.
+        A read drifted when a record came twice, `total` changed between pages, fewer distinct
+        records came than `total` said, or a page brought nothing new (a server ignoring
+        `offset`): then the window is read again, up to `max_reads` times in all, and the first
+        read without drift is accepted. When none is, raises `CinnoxPaginationDrift`.
+
+        With `max_records`, raises `WindowTooLarge` after the first page if its `total` is
+        larger: the caller splits the window rather than hold that many records.
+        """
+        stats = stats if stats is not None else ExtractionStats()
+        earlier: dict[str, tuple[Page, object]] = {}  # id -> (page, record) of earlier reads
+        for read in range(1, self.max_reads + 1):
+            check = _ReadCheck(window, self.page_size)
+            started = self.read_clock()
+            pages: list[Page] = []
+            for page in self._read_window(window, stats, check):
+                if max_records is not None and read == 1 and not pages and (page.total or 0) > max_records:
+                    raise WindowTooLarge(window, page.total or 0)
+                pages.append(page)
+            stats.reads += 1
+            if self._accepts(check, window, read, stats):
+                accepted = set(check.seen)
+                gone = [(page, record) for key, (page, record) in earlier.items() if key not in accepted]
+                return ChunkRead(
+                    window=window,
+                    pages=pages,
+                    vanished=[replace(page, records=[record]) for page, record in gone],
+                    read_started=started,
+                    read_finished=self.read_clock(),
+                    reads=read,
+                    total=check.totals[-1] if check.totals else None,
+                    drift=[note for note in stats.drift if note.startswith(f"{window} ")],
+                )
+            for page in pages:
                 for record in page.records:
                     key = _record_key(record)
-                    if key is None:
-                        anonymous += 1
-                    elif key in seen:
-                        repeated += 1
-                    else:
-                        seen.add(key)
-                if page.total is not None and (not totals or totals[-1] != page.total):
-                    totals.append(page.total)
-                yield page
-            problems = []
-            if repeated:
-                problems.append(f"{repeated} record(s) came twice")
-            if len(totals) > 1:
-                problems.append("total changed between pages: " + " -> ".join(map(str, totals)))
-            distinct = len(seen) + anonymous
-            if totals and distinct < totals[-1]:
-                problems.append(f"{distinct} distinct records but total {totals[-1]}")
-            ids = frozenset(seen)
-            if not problems and (read == 1 or ids == previous):
-                stats.window_records = distinct
-                if read > 1:
-                    self._log.warning(
-                        "CINNOX app %s window %s: paging drift healed; reads %d and %d agree on %d records",
-                        self.app_id,
-                        window,
-                        read - 1,
-                        read,
-                        distinct,
-                    )
-                return
-            if problems:
-                stats.drift.append(f"read {read}: " + "; ".join(problems))
+                    if key is not None:
+                        earlier[key] = (page, record)
+        raise self._drift_error(window, stats)
+
+    def _accepts(self, check: _ReadCheck, window: Window, read: int, stats: ExtractionStats) -> bool:
+        problems = check.problems()
+        if not problems:
+            stats.window_records = check.distinct
+            if read > 1:
                 self._log.warning(
-                    "CINNOX app %s window %s: paging drift in read %d (%s); reading the window again",
+                    "CINNOX app %s window %s: paging drift healed; read %d has %d records without drift",
                     self.app_id,
                     window,
                     read,
-                    "; ".join(problems),
+                    check.distinct,
                 )
-            previous = ids
-        raise CinnoxPaginationDrift(
-            f"CINNOX app {self.app_id!r}, window {window}: paging kept drifting; no two of {self.max_reads} "
-            f"reads agreed ({' | '.join(stats.drift) or 'the reads returned different ids'})",
+            return True
+        stats.drift.append(f"{window} read {read}: " + "; ".join(problems))
+        self._log.warning(
+            "CINNOX app %s window %s: paging drift in read %d (%s); reading the window again",
+            self.app_id,
+            window,
+            read,
+            "; ".join(problems),
+        )
+        return False
+
+    def _drift_error(self, window: Window, stats: ExtractionStats) -> CinnoxPaginationDrift:
+        notes = [note for note in stats.drift if note.startswith(f"{window} ")]
+        return CinnoxPaginationDrift(
+            f"CINNOX app {self.app_id!r}, window {window}: paging kept drifting; none of {self.max_reads} "
+            f"reads came without drift ({' | '.join(notes)})",
             app_id=self.app_id,
         )
 
-    def _read_window(self, window: Window, stats: ExtractionStats) -> Iterator[Page]:
-        """One pass over the window, page by page."""
+    def _read_window(self, window: Window, stats: ExtractionStats, check: _ReadCheck) -> Iterator[Page]:
+        """One pass over the window, page by page, until it ends or stops making progress."""
         offset = 0
         while True:
             page = self._fetch_page(window, offset, stats)
@@ -229,23 +276,20 @@ class CinnoxClient:
             )
             yield page
             received = len(page.records)
-            if received == 0:
+            if not check.add(page) or received == 0:
                 return
-            if page.total is not None:
-                if offset + received >= page.total:
-                    return
-            elif received < self.page_size:
+            if received < self.page_size and (page.total is None or offset + received >= page.total):
                 return
             offset += received
 
-    def _fetch_page(self, window: Window, offset: int, stats: ExtractionStats) -> Page:
+    def _fetch_page(self, window: Window, offset: int, stats: ExtractionStats, limit: int | None = None) -> Page:
         endpoint = self.endpoint
         path = endpoint.path.format(app_id=self.app_id)
         params = {
             endpoint.start_param: format_rfc3339(window.start),
             endpoint.end_param: format_rfc3339(window.end),
             endpoint.offset_param: str(offset),
-            endpoint.limit_param: str(self.page_size),
+            endpoint.limit_param: str(limit or self.page_size),
         }
         failure: _Transient | None = None
         cause: Exception | None = None
@@ -275,7 +319,17 @@ class CinnoxClient:
                 # Timeouts, refused or dropped connections, bodies cut short: all worth a retry.
                 failure, cause = _Transient(None, None, f"{type(exc).__name__}: {exc}".rstrip(": ")), exc
                 stats.statuses[type(exc).__name__] = stats.statuses.get(type(exc).__name__, 0) + 1
+                if isinstance(exc, httpx.ConnectError) and not self._answered and attempt >= _FIRST_CONTACT_ATTEMPTS:
+                    # Never reached at all: a wrong base URL or a server that is down. Minutes of
+                    # retries (and Dagster's re-runs) cannot fix that; a restart would have ended.
+                    raise CinnoxUnreachable(
+                        self._describe(window, offset, None, None, failure.message)
+                        + f"; no connection in {attempt} attempts. Check CINNOX_BASE_URL ({_safe_url(self.base_url)}) "
+                        "and that the server is up",
+                        app_id=self.app_id,
+                    ) from None
                 continue
+            self._answered = True
             stats.statuses[str(response.status_code)] = stats.statuses.get(str(response.status_code), 0) + 1
             outcome = self._read(response, window, offset, attempt)
             if isinstance(outcome, Page):
@@ -341,8 +395,9 @@ class CinnoxClient:
             offset=offset,
             records=records,
             total=total if isinstance(total, int) and not isinstance(total, bool) and total >= 0 else None,
-            fetched_at=datetime.now(UTC),
+            fetched_at=self.read_clock(),
             attempts=attempt,
+            api_time=_api_time(response.headers.get("Date")),
         )
 
     def _describe(self, window: Window, offset: int, status: int | None, code: object, message: str) -> str:
@@ -353,6 +408,88 @@ class CinnoxClient:
 
     def _redact(self, text: str) -> str:
         return text.replace(self._token, _REDACTED) if self._token in text else text
+
+
+class _ReadCheck:
+    """What one read of a window has shown so far, to judge whether its paging drifted."""
+
+    def __init__(self, window: Window, page_size: int) -> None:
+        self.window = window
+        self.page_size = page_size
+        self.seen: dict[str, None] = {}  # ids in the order they came; a dict keeps it small and ordered
+        self.anonymous = 0
+        self.repeated = 0
+        self.totals: list[int] = []
+        self.records = 0
+        self.stalled: str | None = None
+
+    @property
+    def distinct(self) -> int:
+        return len(self.seen) + self.anonymous
+
+    def add(self, page: Page) -> bool:
+        """Count the page in; False when the read must stop because it makes no progress."""
+        new = 0
+        for record in page.records:
+            key = _record_key(record)
+            if key is None:
+                self.anonymous += 1
+                new += 1
+            elif key in self.seen:
+                self.repeated += 1
+            else:
+                self.seen[key] = None
+                new += 1
+        self.records += len(page.records)
+        if page.total is not None and (not self.totals or self.totals[-1] != page.total):
+            self.totals.append(page.total)
+        if page.records and not new:
+            self.stalled = (
+                f"the page at offset {page.offset} brought no record not already read "
+                "(does the server ignore `offset`?)"
+            )
+            return False
+        # A read may run past a `total` that is too low, but not without end.
+        bound = 2 * max(self.totals[-1] if self.totals else 0, self.page_size) + self.page_size
+        if self.records > bound:
+            self.stalled = f"{self.records} records read where `total` said {self.totals[-1] if self.totals else '?'}"
+            return False
+        return True
+
+    def problems(self) -> list[str]:
+        problems = []
+        if self.stalled:
+            problems.append(self.stalled)
+        if self.repeated:
+            problems.append(f"{self.repeated} record(s) came twice")
+        if len(self.totals) > 1:
+            problems.append("total changed between pages: " + " -> ".join(map(str, self.totals)))
+        if self.totals and self.distinct < self.totals[-1]:
+            problems.append(f"{self.distinct} distinct records but total {self.totals[-1]}")
+        return problems
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _api_time(header: str | None) -> datetime | None:
+    """The Date header as an aware UTC datetime; None when absent or unreadable."""
+    if not header:
+        return None
+    try:
+        moment = parsedate_to_datetime(header)
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    return moment.astimezone(UTC) if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+def _safe_url(url: str) -> str:
+    """The URL's scheme, host and port only: never user info, path or query."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    host = f"[{host}]" if ":" in host else host
+    return f"{parts.scheme}://{host}" + (f":{parts.port}" if parts.port else "")
 
 
 def is_loopback_url(url: str) -> bool:

@@ -2,7 +2,8 @@
 
     CinnoxError                 any failure talking to CINNOX
     ├── CinnoxRequestError      CINNOX refused the request; retrying cannot help
-    │   └── CinnoxAuthError     401/403: the App Token is wrong or revoked
+    │   ├── CinnoxAuthError     401/403: the App Token is wrong or revoked
+    │   └── CinnoxUnreachable   no connection at all before the first answer: wrong URL, server down
     └── CinnoxUnavailable       retries exhausted on 429, 5xx, timeouts or bad bodies
         └── CinnoxPaginationDrift  re-reading the window never gave two agreeing reads
 
@@ -37,6 +38,10 @@ class CinnoxRequestError(CinnoxError):
 
 class CinnoxAuthError(CinnoxRequestError):
     """CINNOX answered 401 or 403: the App Token is missing, wrong or revoked."""
+
+
+class CinnoxUnreachable(CinnoxRequestError):
+    """The client's first requests found no server at the base URL: a setting to fix, not a blip."""
 
 
 class CinnoxUnavailable(CinnoxError):

@@ -56,8 +56,50 @@ class Page:
     offset: int
     records: Sequence[object]
     total: int | None
-    fetched_at: datetime
+    fetched_at: datetime  # on the read clock the client was given (the warehouse's, in a run)
     attempts: int
+    api_time: datetime | None = None  # the API's own clock (its Date header), when it sent one
+
+
+@dataclass(frozen=True, slots=True)
+class Probe:
+    """What one `limit=1` request says about a window: how many records, and CINNOX's time."""
+
+    window: Window
+    total: int | None
+    api_time: datetime | None
+
+
+@dataclass(slots=True)
+class ChunkRead:
+    """One window read to the end, page by page, until a read showed no paging drift.
+
+    `pages` are the accepted read. `vanished` holds, from earlier reads of the same window, the
+    last version of each record the accepted read no longer returned: CINNOX lost it between
+    reads. Keep it, but judge what is missing at the source by the accepted read alone.
+    """
+
+    window: Window
+    pages: list[Page]
+    vanished: list[Page]
+    read_started: datetime  # read clock, just before the accepted read's first request
+    read_finished: datetime
+    reads: int
+    total: int | None  # the accepted read's `total`
+    drift: list[str] = field(default_factory=list)
+
+    @property
+    def records(self) -> int:
+        return sum(len(page.records) for page in self.pages)
+
+
+class WindowTooLarge(Exception):
+    """The first page of a chunk said it holds more records than a chunk may: split it."""
+
+    def __init__(self, window: Window, total: int) -> None:
+        super().__init__(f"{window} holds {total} records")
+        self.window = window
+        self.total = total
 
 
 @dataclass(slots=True)
@@ -72,7 +114,7 @@ class ExtractionStats:
     rate_limit_wait_seconds: float = 0.0  # slept waiting for the run's request-rate limit
     api_total: int | None = None
     statuses: dict[str, int] = field(default_factory=dict)
-    reads: int = 0  # passes over the window: more than 1 when paging drifted and was re-read
+    reads: int = 0  # passes over windows: more than the chunks read when paging drifted and was re-read
     window_records: int | None = None  # records in the accepted read, each id once
     drift: list[str] = field(default_factory=list)  # what each drifting read showed
 

@@ -171,6 +171,11 @@ def _parse_id(value: object, reasons: list[str]) -> str | None:
     return None
 
 
+def parse_send_time(value: object) -> datetime | None:
+    """A record's `date` as UTC, or None when it does not read as one (no reasons kept)."""
+    return _parse_date(value, [])
+
+
 def _parse_date(value: object, reasons: list[str]) -> datetime | None:
     if value is None:
         reasons.append("date is missing")

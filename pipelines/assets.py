@@ -1,24 +1,24 @@
 """One partitioned asset per CINNOX app: its sent campaigns, extracted and loaded together."""
 
-import time
+import datetime
 import warnings
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import dagster as dg
-import psycopg
-from sqlalchemy.exc import OperationalError
 
-from cinnox import CinnoxAuthError, CinnoxRequestError, CinnoxUnavailable, ExtractionStats, Page, Window
+from cinnox import CinnoxAuthError, CinnoxRequestError, CinnoxUnavailable, Window
 from pipelines.resources import CinnoxResource, WarehouseResource
 from pipelines.settings import DEFAULT_MAX_REJECT_SHARE, AppSettings, PipelineSettings
 from pipelines.table_metadata import api_table_schema, fact_column_lineage, fact_table_name, fact_table_schema
-from warehouse.load import LoadResult
+from warehouse.errors import classify
+from warehouse.load import DayFigures, LedgerKey, LoadResult
+from warehouse.load.chunks import ChunkProgress, WindowLoad
 
 GROUP = "cinnox"
 API_GROUP = "cinnox_api"
 OWNERS = ["team:data-engineering"]
-RETRIES = 2  # more tries of a whole unit after a transient failure, beyond the client's own
+RETRIES = 2  # more tries of the step after a transient failure, beyond the client's own; each resumes
 RETRY_SECONDS = 60
 
 
@@ -94,21 +94,24 @@ def _sent_campaigns_asset(
     ) -> dg.MaterializeResult:  # type: ignore[type-arg]
         time_window = context.partition_time_window
         window = Window(time_window.start, time_window.end)
-        context.log.info(f"Reading CINNOX app {app.app_id} for {window} ({len(context.partition_keys)} days)")
-        stats = ExtractionStats()
-        started = time.monotonic()
+        days = len(context.partition_keys)
+        context.log.info(f"Reading CINNOX app {app.app_id} for {window} ({days} day{'s' if days != 1 else ''})")
+        # The run and its retries and re-executions share the root run id: the ledger key a
+        # retry finds the chunks it already committed by.
+        ledger = LedgerKey(app.app_id, context.run.root_run_id or context.run.run_id, window, context.run.run_id)
         try:
             client = cinnox.client(app.app_id, logger=context.log)
         except ValueError as exc:  # a setting the client refuses, e.g. plain http off loopback
             raise dg.Failure(f"CINNOX app {app.app_id!r}: {exc}", allow_retries=False) from exc
         try:
             with client:
-                result = warehouse.load_sent_campaigns(
-                    app.app_id,
+                done = warehouse.load_window(
+                    client,
                     window,
-                    _logging_progress(client.sent_campaign_pages(window, stats), stats, context.log),
-                    context.run.run_id,
+                    ledger,
                     max_reject_share=max_reject_share,
+                    progress=_progress_logger(context.log, cinnox),
+                    log=context.log,
                 )
         except CinnoxAuthError as exc:
             raise dg.Failure(
@@ -117,21 +120,31 @@ def _sent_campaigns_asset(
             ) from exc
         except CinnoxRequestError as exc:
             raise dg.Failure(str(exc), allow_retries=False) from exc
-        except (CinnoxUnavailable, OperationalError, psycopg.OperationalError) as exc:
-            # psycopg's own error: COPY runs on the driver connection, outside SQLAlchemy's wrapping.
-            # Transient (CINNOX kept failing, the database connection dropped): try the whole
-            # unit again later. The load is atomic, so a retry starts from the warehouse as it was.
-            first_line = str(exc).splitlines()[0]  # SQLAlchemy appends the statement and parameters
-            context.log.error(f"{first_line}; the step will be retried in {RETRY_SECONDS}s")
+        except CinnoxUnavailable as exc:
+            # CINNOX kept failing, or paging kept drifting: try again later; the retry skips
+            # the chunks already committed.
+            context.log.error(f"{str(exc).splitlines()[0]}; the step will be retried in {RETRY_SECONDS}s")
             raise dg.RetryRequested(max_retries=RETRIES, seconds_to_wait=RETRY_SECONDS) from exc
-        seconds = time.monotonic() - started
+        except Exception as exc:
+            failure = classify(exc)
+            if failure is None:
+                raise
+            where = f"CINNOX app {app.app_id!r}, window {window}: loading into the warehouse failed: {failure.message}"
+            if failure.transient:
+                context.log.error(
+                    f"{where}; the step will be retried in {RETRY_SECONDS}s from the last committed chunk"
+                )
+                raise dg.RetryRequested(max_retries=RETRIES, seconds_to_wait=RETRY_SECONDS) from exc
+            # Retrying would read CINNOX again only to fail the same way.
+            raise dg.Failure(f"{where}. The chunks committed before it are kept.", allow_retries=False) from None
+        result, stats = done.result, done.stats
         if result.reject_share_exceeded:
             reasons = dict(result.reject_reasons.most_common(10))
             raise dg.Failure(
-                f"CINNOX app {app.app_id!r}, window {window}: {result.rejected} of {result.records} records "
-                f"({result.reject_share:.1%}) were rejected, more than the {max_reject_share:.1%} allowed "
-                f"(CINNOX_MAX_REJECT_SHARE); nothing was merged, the rejects are kept in "
-                f"cinnox_raw.sent_campaign_reject. Reasons: {reasons}",
+                f"CINNOX app {app.app_id!r}, window {window}: a chunk had {result.reject_share:.1%} of its records "
+                f"rejected, more than the {max_reject_share:.1%} allowed (CINNOX_MAX_REJECT_SHARE); it was not "
+                f"merged, its rejects are kept in cinnox_raw.sent_campaign_reject, and the chunks before it are "
+                f"loaded. Reasons: {reasons}",
                 metadata={
                     "rejected": result.rejected,
                     "records_fetched": result.records,
@@ -139,99 +152,135 @@ def _sent_campaigns_asset(
                 },
                 allow_retries=False,
             )
-        if stats.api_total is not None and stats.api_total != stats.window_records:
-            context.log.warning(
-                f"CINNOX said {stats.api_total} records for {window} but {stats.window_records} were read"
-            )
-        if result.new_fields:
-            context.log.warning(f"CINNOX sent fields never seen before, kept in raw JSON only: {result.new_fields}")
-        if result.counter_regressions:
-            context.log.warning(f"{result.counter_regressions} counters went backwards; see cinnox.counter_regression")
-        if result.marked_missing:
-            context.log.warning(f"{result.marked_missing} campaigns of {window} are no longer returned by CINNOX")
-        if result.stale:
-            context.log.info(
-                f"{result.stale} campaigns were left as they are: another run had loaded them from a newer read"
-            )
-        if result.rejected:
-            context.log.warning(f"{result.rejected} records rejected: {dict(result.reject_reasons.most_common(5))}")
-        context.log.info(
-            f"Loaded {window}: {result.inserted} inserted, {result.updated} updated, {result.unchanged} unchanged, "
-            f"{result.rejected} rejected in {seconds:.1f}s"
-        )
+        _log_outcome(context.log, done)
         if stats.rate_limit_wait_seconds >= 1:
             context.log.info(
                 f"Waited {stats.rate_limit_wait_seconds:.1f}s in all for the app's request budget "
                 f"({cinnox.requests_per_second}/s, kept in {cinnox.request_budget})"
             )
-        metadata = {
-            **_metadata(window, stats, result, seconds),
-            "request_budget": cinnox.request_budget,
-            "dagster/column_lineage": fact_column_lineage(api_key(app)),
-        }
-        return dg.MaterializeResult(metadata=metadata)
+        # Each day's materialization carries that day's own figures; the run's figures go on
+        # the last day only, so nothing is counted once per day.
+        for key in context.partition_keys:
+            context.add_asset_metadata(_day_metadata(result, key), partition_key=key)
+        context.add_asset_metadata(
+            {**_run_metadata(done), "run_request_budget": cinnox.request_budget},
+            partition_key=context.partition_keys[-1],
+        )
+        return dg.MaterializeResult()
 
     return sent_campaigns
 
 
-def _logging_progress(pages: Iterable[Page], stats: ExtractionStats, log: Any) -> Iterator[Page]:
-    """Pass pages through, logging each, so a long backfill shows where it is and how long it
-    has waited for the app's request budget (shared with the app's other runs)."""
-    for page in pages:
-        of_total = f" of {page.total}" if page.total is not None else ""
-        waited = stats.rate_limit_wait_seconds
-        budget = f"; {waited:.1f}s waiting for the request budget so far" if waited >= 0.05 else ""
+def _progress_logger(log: Any, cinnox: CinnoxResource) -> Callable[[ChunkProgress], None]:
+    """Log each committed chunk, so a long backfill shows where it is and how long is left."""
+
+    def progress(step: ChunkProgress) -> None:
+        expected = f" of about {step.expected:,}" if step.expected is not None else ""
+        left = step.seconds_left
+        eta = f"; about {_duration(left)} left" if left is not None and step.index < step.planned else ""
+        reads = f" ({step.reads} reads: paging drifted)" if step.reads > 1 else ""
         log.info(
-            f"{page.window}: page {stats.pages} (offset {page.offset}, {len(page.records)} records), "
-            f"{stats.records}{of_total} records so far{budget}"
+            f"chunk {step.index} of {step.planned} {step.window}: {step.records:,} records{reads}; "
+            f"{step.records_so_far:,}{expected} so far, {step.requests:,} requests{eta}"
         )
-        yield page
+
+    return progress
 
 
-def _stats_metadata(stats: ExtractionStats) -> dict[str, Any]:
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f}s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def _log_outcome(log: Any, done: WindowLoad) -> None:
+    result, stats = done.result, done.stats
+    if done.read is None:
+        log.info(f"{done.requested} lies after CINNOX's clock ({done.live_edge}): nothing sent yet, nothing read")
+        return
+    if done.read != done.requested:
+        log.info(f"Read up to the live edge {done.read.end.isoformat()}; later sends belong to the next refresh")
+    if result.new_fields:
+        log.warning(f"CINNOX sent fields never seen before, kept in raw JSON only: {result.new_fields}")
+    if result.counter_regressions:
+        log.warning(f"{result.counter_regressions} counters went backwards; see cinnox.counter_regression")
+    if result.marked_missing:
+        log.warning(f"{result.marked_missing} campaigns of {done.read} are no longer returned by CINNOX")
+    if result.stale:
+        log.info(f"{result.stale} campaigns were left as they are: another run had loaded them from a newer read")
+    if result.rejected:
+        log.warning(f"{result.rejected} records rejected: {dict(result.reject_reasons.most_common(5))}")
+    resumed = f", {done.resumed_chunks} resumed from an earlier try" if done.resumed_chunks else ""
+    log.info(
+        f"Loaded {done.read}: {result.inserted} inserted, {result.updated} updated, {result.unchanged} unchanged, "
+        f"{result.rejected} rejected in {done.chunks} chunk(s){resumed}, {stats.requests} requests, "
+        f"{done.seconds:.1f}s"
+    )
+
+
+_DAY_FIGURES = (
+    ("records", "records"),
+    ("valid", "valid"),
+    ("rejected", "rejected"),
+    ("inserted", "inserted"),
+    ("updated", "updated"),
+    ("unchanged", "unchanged"),
+    ("stale", "newer_in_warehouse"),
+    ("marked_missing", "marked_missing_at_source"),
+    ("missing_at_source", "missing_at_source"),
+)
+
+
+def _day_metadata(result: LoadResult, partition_key: str) -> dict[str, Any]:
+    """One day's own figures: numbers, so the asset's plots show them per partition."""
+    figures = result.days.get(datetime.date.fromisoformat(partition_key), DayFigures())
+    return {name: getattr(figures, attribute) for attribute, name in _DAY_FIGURES}
+
+
+def _run_metadata(done: WindowLoad) -> dict[str, Any]:
+    """The run's own figures, prefixed run_: requests, chunks, waits and totals of the whole window."""
+    result, stats = done.result, done.stats
     metadata: dict[str, Any] = {
-        "pages": stats.pages,
-        "records_fetched": stats.records,
-        "requests": stats.requests,
-        "retries": stats.retries,
-        "retry_wait_seconds": round(stats.retry_wait_seconds, 3),
-        "rate_limit_wait_seconds": round(stats.rate_limit_wait_seconds, 3),
-        "reads": stats.reads,
-        "paging_drift": dg.MetadataValue.json(stats.drift),
+        "run_window_start": done.requested.start.isoformat(),
+        "run_window_end": done.requested.end.isoformat(),
+        "run_read_until": (done.read.end if done.read else done.requested.start).isoformat(),
+        "run_chunks": done.chunks,
+        "run_chunks_resumed": done.resumed_chunks,
+        "run_chunks_split": done.split_chunks,
+        "run_requests": stats.requests,
+        "run_pages": stats.pages,
+        "run_reads": stats.reads,
+        "run_retries": stats.retries,
+        "run_retry_wait_seconds": round(stats.retry_wait_seconds, 3),
+        "run_rate_limit_wait_seconds": round(stats.rate_limit_wait_seconds, 3),
+        "run_records_fetched": result.records,
+        "run_valid": result.valid,
+        "run_rejected": result.rejected,
+        "run_inserted": result.inserted,
+        "run_updated": result.updated,
+        "run_unchanged": result.unchanged,
+        "run_newer_in_warehouse": result.stale,
+        "run_vanished_during_read": result.vanished,
+        "run_duplicate_records": result.duplicates,
+        "run_raw_versions_inserted": result.raw_versions_inserted,
+        "run_rejects_inserted": result.rejects_inserted,
+        "run_dimension_rows_inserted": result.dimension_rows_inserted,
+        "run_snapshots_inserted": result.snapshots_inserted,
+        "run_reject_share": round(result.reject_share, 4),
+        "run_reject_reasons": dg.MetadataValue.json(dict(result.reject_reasons.most_common(10))),
+        "run_counter_regressions": result.counter_regressions,
+        "run_marked_missing_at_source": result.marked_missing,
+        "run_reappeared_at_source": result.reappeared,
+        "run_missing_at_source": result.missing_at_source,
+        "run_paging_drift": dg.MetadataValue.json(stats.drift[-10:]),
+        "run_new_unknown_fields": dg.MetadataValue.json(result.new_fields),
+        "run_seconds": round(done.seconds, 3),
     }
-    if stats.api_total is not None:
-        metadata["api_total"] = stats.api_total
+    if done.expected is not None:
+        metadata["run_api_total"] = done.expected
     return metadata
-
-
-def _metadata(window: Window, stats: ExtractionStats, result: LoadResult, seconds: float) -> dict[str, Any]:
-    return {
-        "window_start": window.start.isoformat(),
-        "window_end": window.end.isoformat(),
-        **_stats_metadata(stats),
-        "window_records": stats.window_records if stats.window_records is not None else result.records,
-        "count_reconciled": stats.api_total is None or stats.api_total == stats.window_records,
-        "valid": result.valid,
-        "rejected": result.rejected,
-        "duplicate_records": result.duplicates,
-        "inserted": result.inserted,
-        "updated": result.updated,
-        "unchanged": result.unchanged,
-        "newer_in_warehouse": result.stale,
-        "raw_versions_inserted": result.raw_versions_inserted,
-        "rejects_inserted": result.rejects_inserted,
-        "dimension_rows_inserted": result.dimension_rows_inserted,
-        "snapshots_inserted": result.snapshots_inserted,
-        "reject_reasons": dg.MetadataValue.json(dict(result.reject_reasons.most_common(20))),
-        "reject_share": round(result.reject_share, 4),
-        "counter_regressions": result.counter_regressions,
-        "marked_missing_at_source": result.marked_missing,
-        "reappeared_at_source": result.reappeared,
-        "missing_at_source": result.missing_at_source,
-        "unknown_fields": dg.MetadataValue.json(result.unknown_fields),
-        "new_unknown_fields": dg.MetadataValue.json(result.new_fields),
-        "seconds": round(seconds, 3),
-    }
 
 
 def build_asset_definitions(settings: PipelineSettings, partitions: dg.PartitionsDefinition) -> dg.Definitions:

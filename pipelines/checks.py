@@ -2,6 +2,7 @@
 
 import datetime
 import warnings
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import dagster as dg
@@ -20,6 +21,7 @@ from warehouse.quality import (
     duplicate_campaign_keys,
     negative_counters,
     refresh_window_evidence,
+    run_chunks,
 )
 
 FRESHNESS_SENSOR = "cinnox_freshness_sensor"
@@ -37,36 +39,50 @@ def _result(outcome: CheckOutcome, what: str) -> dg.AssetCheckResult:
     )
 
 
-def reconcile(metadata: dict[str, Any], rows_in_window: int) -> dg.AssetCheckResult:
-    """The API's `total` against what was fetched, and the warehouse against what was valid.
+def reconcile(chunks: Sequence[Mapping[str, Any]], rows_in_window: int) -> dg.AssetCheckResult:
+    """Each chunk's `total` from CINNOX against what its accepted read fetched, and the warehouse
+    against every valid record of the run.
 
-    `total` counts every record in the window, rejects included, so it must equal the records
-    fetched; every distinct valid record must then be a fact row sent in the window.
+    `total` counts every record of a chunk's window, rejects included, so it must equal the
+    records fetched; every valid record must then be a fact row sent in the run's window.
     """
-    api_total = metadata.get("api_total")
-    # One read of the window: when paging drifted the client read it again, and every read's
-    # records count in records_fetched.
-    fetched = int(metadata.get("window_records", metadata["records_fetched"]))
-    distinct_valid = int(metadata["valid"]) - int(metadata["duplicate_records"])
     problems = []
-    if api_total is not None and int(api_total) != fetched:
-        problems.append(f"CINNOX said {api_total} records but {fetched} were fetched")
-    if rows_in_window < distinct_valid:
-        problems.append(f"{distinct_valid} distinct valid records but only {rows_in_window} rows in the warehouse")
-    window = f"[{metadata['window_start']}, {metadata['window_end']})"
+    mismatched = [c for c in chunks if c["api_total"] is not None and int(c["api_total"]) != int(c["records"])]
+    for chunk in mismatched[:5]:
+        problems.append(
+            f"[{_iso(chunk['window_start'])}, {_iso(chunk['window_end'])}): CINNOX said {chunk['api_total']} "
+            f"records but {chunk['records']} were fetched"
+        )
+    if len(mismatched) > 5:
+        problems.append(f"and {len(mismatched) - 5} more chunks")
+    fetched = sum(int(c["records"]) for c in chunks)
+    rejected = sum(int(c["rejected"]) for c in chunks)
+    totals = [int(c["api_total"]) for c in chunks if c["api_total"] is not None]
+    valid = fetched - rejected
+    if rows_in_window < valid:
+        problems.append(f"{valid} valid records but only {rows_in_window} rows in the warehouse")
+    start = min((c["window_start"] for c in chunks), default=None)
+    end = max((c["window_end"] for c in chunks), default=None)
+    window = f"[{_iso(start)}, {_iso(end)})"
     return dg.AssetCheckResult(
         passed=not problems,
-        description="; ".join(problems) or f"{window}: {fetched} records fetched, as CINNOX counted",
+        description="; ".join(problems)
+        or f"{window}: {fetched} records fetched in {len(chunks)} chunk(s), as CINNOX counted",
         metadata={
-            "window_start": metadata["window_start"],
-            "window_end": metadata["window_end"],
-            "api_total": int(api_total) if api_total is not None else None,
+            "window_start": _iso(start),
+            "window_end": _iso(end),
+            "chunks": len(chunks),
+            "api_total": sum(totals) if totals else None,
             "records_fetched": fetched,
-            "distinct_valid_records": distinct_valid,
-            "rejected": int(metadata["rejected"]),
+            "valid_records": valid,
+            "rejected": rejected,
             "warehouse_rows_in_window": rows_in_window,
         },
     )
+
+
+def _iso(moment: object) -> str:
+    return moment.isoformat() if isinstance(moment, datetime.datetime) else str(moment)
 
 
 def _evidence_result(evidence: RefreshWindowEvidence) -> dg.AssetCheckResult:
@@ -143,23 +159,23 @@ def build_checks(app: AppSettings, refresh_days: int) -> list[dg.AssetChecksDefi
         asset=key,
         name="count_reconciled_with_api",
         description=(
-            "The latest materialization fetched as many records as CINNOX's `total` for its window, "
-            "and every distinct valid record is a fact row sent in that window."
+            "Every chunk of the latest run fetched as many records as CINNOX's `total` for its window, "
+            "and every valid record is a fact row sent in the run's window (from cinnox_ops.load_chunk)."
         ),
     )
     def count_reconciled_with_api(
         context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource
     ) -> dg.AssetCheckResult:
-        event = context.instance.get_latest_materialization_event(key)
-        materialization = event.asset_materialization if event else None
-        if materialization is None:
+        # This run's chunks (its retries included); run on its own, the app's latest run's.
+        family = context.run.root_run_id or context.run.run_id
+        chunks = run_chunks(warehouse.engine, app.app_id, family)
+        if not chunks:
             return dg.AssetCheckResult(
-                passed=False, severity=dg.AssetCheckSeverity.WARN, description="Not materialized yet"
+                passed=False, severity=dg.AssetCheckSeverity.WARN, description="No chunk loaded yet"
             )
-        metadata = {name: value.value for name, value in materialization.metadata.items()}
-        start = datetime.datetime.fromisoformat(str(metadata["window_start"]))
-        end = datetime.datetime.fromisoformat(str(metadata["window_end"]))
-        return reconcile(metadata, campaigns_in_window(warehouse.engine, app.app_id, start, end))
+        start = min(chunk["window_start"] for chunk in chunks)
+        end = max(chunk["window_end"] for chunk in chunks)
+        return reconcile(chunks, campaigns_in_window(warehouse.engine, app.app_id, start, end))
 
     @dg.asset_check(
         asset=key,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
 from datetime import timedelta
 from typing import Any
@@ -17,7 +17,8 @@ from cinnox import SENT_CAMPAIGNS_SUMMARY, CinnoxClient, Page, RateLimiter, Retr
 from pipelines.settings import PipelineSettings, SettingsError
 from warehouse.budget import PostgresRateLimiter
 from warehouse.db import create_warehouse_engine
-from warehouse.load import LoadResult, SettlePolicy, load_sent_campaigns
+from warehouse.load import LedgerKey, LoadResult, SettlePolicy, load_sent_campaigns
+from warehouse.load.chunks import DEFAULT_CHUNK_RECORDS, ChunkProgress, WindowLoad, load_window
 
 
 class CinnoxAppToken(dg.Config):
@@ -133,6 +134,10 @@ class WarehouseResource(dg.ConfigurableResource):  # type: ignore[type-arg]
     settle_final_days: int = Field(
         default=30, description="Complete counters first seen at least this long after the send count as settled."
     )
+    chunk_records: int = Field(
+        default=DEFAULT_CHUNK_RECORDS,
+        description="Records per chunk: each chunk of a run's window is read and merged in a transaction of its own.",
+    )
     _engine: Engine | None = PrivateAttr(default=None)
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
@@ -149,6 +154,12 @@ class WarehouseResource(dg.ConfigurableResource):  # type: ignore[type-arg]
             self._engine = create_warehouse_engine(self.database_url)
         return self._engine
 
+    @property
+    def settle_policy(self) -> SettlePolicy:
+        return SettlePolicy(
+            quiet=timedelta(hours=self.settle_quiet_hours), final_age=timedelta(days=self.settle_final_days)
+        )
+
     def load_sent_campaigns(
         self,
         app_id: str,
@@ -157,11 +168,39 @@ class WarehouseResource(dg.ConfigurableResource):  # type: ignore[type-arg]
         run_id: str | None,
         max_reject_share: float | None = None,
     ) -> LoadResult:
-        settle = SettlePolicy(
-            quiet=timedelta(hours=self.settle_quiet_hours), final_age=timedelta(days=self.settle_final_days)
-        )
+        """One window as one unit of work (tests and scripts); runs use `load_window`."""
         return load_sent_campaigns(
-            self.engine, app_id, window, pages, run_id=run_id, max_reject_share=max_reject_share, settle=settle
+            self.engine,
+            app_id,
+            window,
+            pages,
+            run_id=run_id,
+            max_reject_share=max_reject_share,
+            settle=self.settle_policy,
+        )
+
+    def load_window(
+        self,
+        client: CinnoxClient,
+        window: Window,
+        ledger: LedgerKey,
+        max_reject_share: float | None = None,
+        progress: Callable[[ChunkProgress], None] | None = None,
+        log: logging.Logger | None = None,
+    ) -> WindowLoad:
+        """Read and merge a run's window chunk by chunk (see warehouse/load/chunks.py)."""
+        if self.chunk_records < 1:
+            raise dg.Failure(f"CINNOX_CHUNK_RECORDS must be a whole number >= 1, got {self.chunk_records}")
+        return load_window(
+            self.engine,
+            client,
+            window,
+            ledger,
+            chunk_records=self.chunk_records,
+            max_reject_share=max_reject_share,
+            settle=self.settle_policy,
+            progress=progress,
+            log=log,
         )
 
 
@@ -194,6 +233,7 @@ REQUEST_BUDGETS = ("database", "process")
 WAREHOUSE_SETTINGS = {
     "settle_quiet_hours": "CINNOX_SETTLE_QUIET_HOURS",
     "settle_final_days": "CINNOX_SETTLE_FINAL_DAYS",
+    "chunk_records": "CINNOX_CHUNK_RECORDS",
 }
 
 

@@ -32,7 +32,8 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 RAW_SCHEMA = "cinnox_raw"
 STAR_SCHEMA = "cinnox"
 MART_SCHEMA = "cinnox_mart"  # views only, defined in the migrations (docs/warehouse.md)
-SCHEMAS = (RAW_SCHEMA, STAR_SCHEMA, MART_SCHEMA)
+OPS_SCHEMA = "cinnox_ops"  # the pipeline's own bookkeeping; never granted to readers
+SCHEMAS = (RAW_SCHEMA, STAR_SCHEMA, MART_SCHEMA, OPS_SCHEMA)
 
 # Constraint names are fixed by a convention, not left to PostgreSQL, so migrations can
 # name them when they alter or drop them and `alembic check` compares like with like.
@@ -423,6 +424,57 @@ class ApiRequestBudget(Base):
     )
     requests_per_second: Mapped[float] = mapped_column(
         Double, comment="Refill rate the last caller configured (CINNOX_REQUESTS_PER_SECOND)."
+    )
+
+
+class LoadChunk(Base):
+    __tablename__ = "load_chunk"
+    __table_args__: Any = (
+        Index(None, "app_id", "run_family", "requested_start", "requested_end"),
+        {
+            "schema": OPS_SCHEMA,
+            "comment": "The ledger of committed chunks: one row per sub-window of a run that was read from CINNOX "
+            "and merged, written in the chunk's own transaction. A retry of the same run (the same run_family) "
+            "skips the chunks listed here; a new run reads everything again.",
+        },
+    )
+
+    chunk_id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True, comment="Surrogate key.")
+    app_id: Mapped[str] = mapped_column(Text, comment="CINNOX App ID read.")
+    dagster_run_id: Mapped[str | None] = mapped_column(Text, comment="Dagster run that committed the chunk.")
+    run_family: Mapped[str | None] = mapped_column(
+        Text,
+        comment="The first run of a run and its retries and re-executions (Dagster's root run id): the key "
+        "a resumed run finds its committed chunks by.",
+    )
+    requested_start: Mapped[datetime] = mapped_column(Timestamp, comment="Start of the run's whole window (UTC).")
+    requested_end: Mapped[datetime] = mapped_column(
+        Timestamp, comment="End (exclusive) of the run's whole window, before the live edge cut it (UTC)."
+    )
+    window_start: Mapped[datetime] = mapped_column(Timestamp, comment="Start of this chunk's window (UTC).")
+    window_end: Mapped[datetime] = mapped_column(Timestamp, comment="End (exclusive) of this chunk's window (UTC).")
+    read_started_at: Mapped[datetime] = mapped_column(
+        Timestamp, comment="Warehouse clock just before the accepted read's first request."
+    )
+    read_finished_at: Mapped[datetime] = mapped_column(
+        Timestamp, comment="Warehouse clock when the accepted read's last page arrived."
+    )
+    committed_at: Mapped[datetime] = mapped_column(
+        Timestamp, server_default=func.now(), comment="When the chunk's transaction committed."
+    )
+    records: Mapped[int] = mapped_column(Integer, comment="Records in the accepted read, rejects included.")
+    api_total: Mapped[int | None] = mapped_column(Integer, comment="CINNOX's `total` for the chunk's window.")
+    requests: Mapped[int] = mapped_column(
+        Integer, comment="HTTP requests the chunk took, retries and re-reads included."
+    )
+    reads: Mapped[int] = mapped_column(Integer, comment="Reads of the window: more than 1 when paging drifted.")
+    inserted: Mapped[int] = mapped_column(Integer, comment="Fact rows inserted.")
+    updated: Mapped[int] = mapped_column(Integer, comment="Fact rows updated.")
+    rejected: Mapped[int] = mapped_column(
+        Integer, comment="Records rejected (kept in cinnox_raw.sent_campaign_reject)."
+    )
+    marked_missing: Mapped[int] = mapped_column(
+        Integer, comment="Campaigns of the window the accepted read no longer returned, marked now."
     )
 
 

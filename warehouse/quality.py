@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import ColumnElement, Engine, Subquery, and_, exists, func, or_, select, true
 
@@ -18,6 +19,7 @@ from warehouse.models import (
     DimTemplate,
     FactSentCampaign,
     FactSentCampaignSnapshot,
+    LoadChunk,
     table_of,
 )
 
@@ -104,6 +106,41 @@ def campaigns_in_window(engine: Engine, app_id: str, start: datetime, end: datet
     query = select(func.count()).select_from(rows).where(rows.c.sent_at >= start, rows.c.sent_at < end)
     with engine.connect() as conn:
         return conn.scalar(query) or 0
+
+
+def run_chunks(engine: Engine, app_id: str, run_family: str) -> list[dict[str, Any]]:
+    """The chunks of the run family's latest requested window, or of the app's latest run when
+    that family committed none (a check run on its own)."""
+    ledger = table_of(LoadChunk)
+    with engine.connect() as conn:
+        family = conn.scalar(
+            select(ledger.c.run_family)
+            .where(ledger.c.app_id == app_id)
+            .order_by((ledger.c.run_family == run_family).desc(), ledger.c.chunk_id.desc())
+            .limit(1)
+        )
+        if family is None:
+            return []
+        latest = (
+            select(ledger.c.requested_start, ledger.c.requested_end)
+            .where(ledger.c.app_id == app_id, ledger.c.run_family == family)
+            .order_by(ledger.c.chunk_id.desc())
+            .limit(1)
+            .subquery()
+        )
+        rows = conn.execute(
+            select(ledger)
+            .join(
+                latest,
+                and_(
+                    latest.c.requested_start == ledger.c.requested_start,
+                    latest.c.requested_end == ledger.c.requested_end,
+                ),
+            )
+            .where(ledger.c.app_id == app_id, ledger.c.run_family == family)
+            .order_by(ledger.c.window_start)
+        )
+        return [dict(row._mapping) for row in rows]
 
 
 def _count_where(engine: Engine, rows: Subquery, bad_row: ColumnElement[bool]) -> CheckOutcome:

@@ -53,6 +53,17 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--rate-limit", type=float, default=None, help="requests per second per app")
     parser.add_argument("--max-limit", type=int, default=200, help="largest page size accepted")
+    parser.add_argument(
+        "--clock-running",
+        action="store_true",
+        help="let the simulated clock move with real time from --now (default: it stands still)",
+    )
+    parser.add_argument(
+        "--sends-per-request",
+        type=int,
+        default=0,
+        help="new campaigns each app sends, dated that instant, with every API request (a busy sender)",
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="log every request")
     return parser
 
@@ -82,6 +93,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             default_limit=min(100, args.max_limit),
             latency=args.latency,
             rate_limit=args.rate_limit,
+            clock_running=args.clock_running,
+            sends_per_request=args.sends_per_request,
         )
     except ValueError as exc:
         _parser().error(str(exc))

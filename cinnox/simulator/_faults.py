@@ -47,6 +47,9 @@ class FaultKind(StrEnum):
     NEW_CAMPAIGN = "new_campaign"
     """Before answering, a new campaign appears in the window, sorting first, so every later
     offset shifts by one. It stays, like a real new campaign would."""
+    CAMPAIGN_VANISHES = "campaign_vanishes"
+    """Before answering, the campaign that sorts first in the requested window stops being
+    served, as if CINNOX lost it: every later offset shifts back by one and `total` drops."""
     DUPLICATE_RECORD = "duplicate_record"
     """The page starts one record early: its first record is the previous page's last, and
     the record at the page's real end is never served in this pass."""

@@ -15,7 +15,8 @@ import time
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any, Protocol, Self
@@ -110,6 +111,8 @@ class SimulatorServer:
         rate_limit: float | None = None,
         auth_header: str = "Authorization",
         auth_scheme: str = "Bearer",
+        clock_running: bool = False,
+        sends_per_request: int = 0,
     ) -> None:
         self._apps = dict(DEFAULT_APPS if apps is None else apps)
         if not self._apps:
@@ -126,7 +129,15 @@ class SimulatorServer:
         if rate_limit is not None and rate_limit <= 0:
             raise ValueError(f"rate_limit must be > 0 or None, got {rate_limit}")
         self._universe = CampaignUniverse(seed, tuple(self._apps))
+        if sends_per_request < 0:
+            raise ValueError(f"sends_per_request must be >= 0, got {sends_per_request}")
         self._now = start_of_utc_day() if now is None else require_aware(now, "now")
+        # A running clock moves with real time from the moment `now` was last set; a still one
+        # (the default) moves only when told, so tests can pin what "now" serves.
+        self._clock_running = clock_running
+        self._now_set_at = time.monotonic()
+        self.sends_per_request = sends_per_request
+        self._sent_live = 0
         self._host = host
         self._port = port
         self.max_limit = max_limit
@@ -217,19 +228,36 @@ class SimulatorServer:
     def now(self) -> datetime:
         """The simulated clock: nothing is sent at or after it; counters stand as at it."""
         with self._lock:
-            return self._now
+            return self._clock()
 
     @now.setter
     def now(self, value: datetime) -> None:
         aware = require_aware(value, "now")
         with self._lock:
-            self._now = aware
+            self._now, self._now_set_at = aware, time.monotonic()
 
     def advance(self, delta: timedelta) -> datetime:
         """Move the clock by `delta` (may be negative); returns the new now."""
         with self._lock:
-            self._now += delta
+            self._now, self._now_set_at = self._clock() + delta, time.monotonic()
             return self._now
+
+    @property
+    def clock_running(self) -> bool:
+        return self._clock_running
+
+    @clock_running.setter
+    def clock_running(self, running: bool) -> None:
+        """Start or stop the clock where it stands."""
+        with self._lock:
+            self._now, self._now_set_at = self._clock(), time.monotonic()
+            self._clock_running = running
+
+    def _clock(self) -> datetime:
+        # Callers hold self._lock.
+        if not self._clock_running:
+            return self._now
+        return self._now + timedelta(seconds=time.monotonic() - self._now_set_at)
 
     # -- faults and the request log --------------------------------------------------------
 
@@ -259,6 +287,31 @@ class SimulatorServer:
                 self._hidden.add((app_id, campaign_id))
             else:
                 self._hidden.discard((app_id, campaign_id))
+
+    def _send_live(self, app_id: str) -> None:
+        """A sender that never stops: `sends_per_request` new campaigns, dated this instant."""
+        now = self.now
+        template = self._universe.campaigns(app_id, now - timedelta(days=30), now, now)[-1:]
+        if not template:
+            return
+        for _ in range(self.sends_per_request):
+            with self._lock:
+                self._sent_live += 1
+                number = self._sent_live
+            sent = now.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+            self.add_campaign(
+                app_id, {**template[0], "id": f"live-{number:08d}", "date": sent, "campaignName": f"Live {number}"}
+            )
+
+    def _vanish_first(self, app_id: str, params: Mapping[str, str]) -> None:
+        """The campaign that sorts first in the requested window stops being served."""
+        try:
+            start, end, _, _ = self._parse_query(params)
+        except _BadQuery:
+            return
+        existing = self._records(app_id, start, end)
+        if existing:
+            self.hide_campaign(app_id, str(existing[0]["id"]))
 
     def _new_campaign(self, app_id: str, params: Mapping[str, str]) -> None:
         """A campaign that sorts first in the requested window, copied from its first one."""
@@ -308,7 +361,7 @@ class SimulatorServer:
     def state(self) -> dict[str, Any]:
         """What `GET /_simulator/state` answers."""
         with self._lock:
-            now, count = self._now, len(self._requests)
+            now, count = self._clock(), len(self._requests)
         return {
             "now": now.isoformat(),
             "seed": self.seed,
@@ -352,8 +405,12 @@ class SimulatorServer:
                     reply = Reply(429, error_body(*THROTTLED), headers=(("Retry-After", "1"),))
                     rate_limited = True
                 else:
+                    if self.sends_per_request:
+                        self._send_live(app_id)
                     if rule is not None and rule.kind is FaultKind.NEW_CAMPAIGN:
                         self._new_campaign(app_id, params)
+                    if rule is not None and rule.kind is FaultKind.CAMPAIGN_VANISHES:
+                        self._vanish_first(app_id, params)
                     if rule is not None and rule.kind is FaultKind.SLOW:
                         time.sleep(1.0 if rule.seconds is None else rule.seconds)
                     reply = self._summary(app_id, params, rule)
@@ -615,6 +672,11 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True  # cannot tell where the next request starts
             return b""
         return self.rfile.read(size) if size > 0 else b""
+
+    def date_time_string(self, timestamp: float | None = None) -> str:
+        # The Date header tells the simulated time, as a real server's tells its own clock:
+        # clients take the live edge of a read from it.
+        return format_datetime(self.server.simulator.now.astimezone(UTC), usegmt=True)
 
     def log_message(self, format: str, *args: Any) -> None:
         _log.debug("%s %s", self.address_string(), format % args)

@@ -104,7 +104,7 @@ def test_paging_drift_is_healed_by_reading_again(simulator: SimulatorServer, nam
         assert records == expected
     assert stats.reads >= 2
     assert stats.drift
-    assert stats.drift[0].startswith("read 1: ")
+    assert stats.drift[0].startswith(f"{WINDOW} read 1: ")
     assert stats.window_records == len(records)
 
 

@@ -68,9 +68,18 @@ def run_range(environment: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> C
     return run
 
 
+def day_metadata(result: dg.ExecuteInProcessResult) -> dict[str, dict[str, object]]:
+    """Each partition's materialization metadata, by partition key."""
+    return {
+        str(event.partition): {name: value.value for name, value in event.materialization.metadata.items()}
+        for event in result.get_asset_materialization_events()
+    }
+
+
 def metadata(result: dg.ExecuteInProcessResult) -> dict[str, object]:
-    events = result.get_asset_materialization_events()
-    return {name: value.value for name, value in events[0].materialization.metadata.items()}
+    """The last partition's metadata: its own day's figures and the run's (run_...)."""
+    by_day = day_metadata(result)
+    return by_day[max(by_day)]
 
 
 def test_a_range_is_one_run_that_loads_every_campaign_and_passes_its_checks(
@@ -85,17 +94,28 @@ def test_a_range_is_one_run_that_loads_every_campaign_and_passes_its_checks(
         APP, datetime(2026, 6, 10, tzinfo=UTC), datetime(2026, 6, 13, tzinfo=UTC), NOW
     )
 
-    partitions = sorted(e.partition for e in result.get_asset_materialization_events())
-    assert partitions == ["2026-06-10", "2026-06-11", "2026-06-12"]
+    by_day = day_metadata(result)
+    assert sorted(by_day) == ["2026-06-10", "2026-06-11", "2026-06-12"]
+    # Each day shows its own campaigns, not the window's.
+    for day, meta in by_day.items():
+        sent_that_day = [
+            r for r in expected if datetime.fromisoformat(r["date"]).astimezone(UTC).date().isoformat() == day
+        ]
+        assert meta["records"] == meta["inserted"] == len(sent_that_day) > 0, day
+        assert (meta["updated"], meta["unchanged"], meta["rejected"]) == (0, 0, 0)
+    # The run's own figures once, on the last day.
+    assert not [name for meta in list(by_day.values())[:-1] for name in meta if name.startswith("run_")]
     meta = metadata(result)
-    assert meta["records_fetched"] == meta["api_total"] == meta["inserted"] == len(expected)
-    assert meta["pages"] == -(-len(expected) // 40)
-    assert (meta["updated"], meta["unchanged"], meta["rejected"], meta["retries"]) == (0, 0, 0, 0)
-    assert meta["count_reconciled"] is True
-    assert meta["window_start"] == "2026-06-10T00:00:00+00:00"
-    # Three pages at the default 10 requests a second: at most two waits of a tenth of a second.
-    assert 0.0 <= meta["rate_limit_wait_seconds"] <= 0.25
-    assert isinstance(meta["dagster/column_lineage"], dg.TableColumnLineage)
+    assert meta["run_records_fetched"] == meta["run_api_total"] == meta["run_inserted"] == len(expected)
+    assert meta["run_pages"] == len(expected) // 40 + 1  # the last page short, or an empty one after a full one
+    assert meta["run_requests"] == meta["run_pages"] + 1  # and the probe of the window's total
+    assert (meta["run_updated"], meta["run_unchanged"], meta["run_rejected"], meta["run_retries"]) == (0, 0, 0, 0)
+    assert meta["run_chunks"] == 1
+    assert meta["run_window_start"] == "2026-06-10T00:00:00+00:00"
+    # Four requests at the default 10 requests a second: at most three waits of a tenth of a second.
+    assert 0.0 <= meta["run_rate_limit_wait_seconds"] <= 0.35
+    # Static metadata (column lineage, schema) lives on the definition, not in every event.
+    assert "dagster/column_lineage" not in meta
 
     checks = {c.check_name: c.passed for c in result.get_asset_check_evaluations()}
     assert checks == dict.fromkeys(check_names, True)
@@ -106,7 +126,7 @@ def test_a_range_is_one_run_that_loads_every_campaign_and_passes_its_checks(
     again = run_range("2026-06-10", "2026-06-12")
     assert again.success
     meta = metadata(again)
-    assert (meta["inserted"], meta["updated"], meta["unchanged"]) == (0, 0, len(expected))
+    assert (meta["run_inserted"], meta["run_updated"], meta["run_unchanged"]) == (0, 0, len(expected))
 
 
 def test_the_schedules_run_request_runs(
@@ -135,7 +155,7 @@ def test_the_token_appears_nowhere_dagster_stores_or_logs(
     with dg.instance_for_test(temp_dir=str(tmp_path)) as instance:
         result = run_range("2026-06-14", "2026-06-14", instance=instance)
         assert result.success
-        assert metadata(result)["retries"] == 2
+        assert metadata(result)["run_retries"] == 2
         stored = [str(record) for record in instance.all_logs(result.run_id)]
         # Materialization and check metadata, as Dagster stored them.
         stored += [
@@ -143,13 +163,13 @@ def test_the_token_appears_nowhere_dagster_stores_or_logs(
             for event in instance.all_logs(result.run_id)
             if event.asset_materialization is not None
         ]
-        assert any("rate_limit_wait_seconds" in line for line in stored)
+        assert any("run_rate_limit_wait_seconds" in line for line in stored)
         run = instance.get_run_by_id(result.run_id)
         assert run is not None
         stored.append(repr(run.run_config))
     assert any("retry 1 of" in line for line in stored)  # the retries were logged...
-    # ...and the progress of the extraction, page by page
-    assert any("page 1 (offset 0," in line and "records so far" in line for line in stored)
+    # ...and the progress of the extraction, chunk by chunk
+    assert any("chunk 1 of 1 " in line and "so far" in line for line in stored)
     assert not [line for line in stored if TOKEN in line]  # ...without the token
     files = [p for p in tmp_path.rglob("*") if p.is_file()]
     assert files
@@ -270,7 +290,7 @@ def test_count_check_fails_when_the_warehouse_lost_a_row_of_the_window(
         )
     assert not evaluation.passed
     meta = {name: value.value for name, value in evaluation.metadata.items()}
-    assert meta["warehouse_rows_in_window"] == meta["distinct_valid_records"] - 1
+    assert meta["warehouse_rows_in_window"] == meta["valid_records"] - 1
     assert meta["window_start"] == "2026-06-13T00:00:00+00:00"
 
 

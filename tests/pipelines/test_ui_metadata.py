@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 import pytest
@@ -117,27 +117,34 @@ def test_freshness_sensor_runs_by_default(defs: dg.Definitions) -> None:
     assert sensor.default_status == dg.DefaultSensorStatus.RUNNING
 
 
-_WINDOW = {"window_start": "2026-06-10T00:00:00+00:00", "window_end": "2026-06-11T00:00:00+00:00"}
+def _chunk(api_total: int | None, records: int, rejected: int = 0, day: int = 10) -> dict[str, object]:
+    return {
+        "window_start": datetime(2026, 6, day, tzinfo=UTC),
+        "window_end": datetime(2026, 6, day + 1, tzinfo=UTC),
+        "api_total": api_total,
+        "records": records,
+        "rejected": rejected,
+    }
 
 
 @pytest.mark.parametrize(
-    ("metadata", "rows", "passed"),
+    ("chunks", "rows", "passed"),
     [
         # every record fetched and loaded
-        ({"api_total": 10, "records_fetched": 10, "valid": 10, "duplicate_records": 0, "rejected": 0}, 10, True),
+        ([_chunk(10, 10)], 10, True),
         # rejects count in CINNOX's total, not in the warehouse
-        ({"api_total": 10, "records_fetched": 10, "valid": 8, "duplicate_records": 0, "rejected": 2}, 8, True),
-        # a record that appeared twice across pages is one row
-        ({"api_total": 10, "records_fetched": 10, "valid": 10, "duplicate_records": 1, "rejected": 0}, 9, True),
+        ([_chunk(10, 10, rejected=2)], 8, True),
         # no total in the envelope: only the warehouse side is compared
-        ({"api_total": None, "records_fetched": 7, "valid": 7, "duplicate_records": 0, "rejected": 0}, 7, True),
-        # paging lost records
-        ({"api_total": 12, "records_fetched": 10, "valid": 10, "duplicate_records": 0, "rejected": 0}, 10, False),
+        ([_chunk(None, 7)], 7, True),
+        # two chunks, each as CINNOX counted it
+        ([_chunk(10, 10), _chunk(5, 5, day=11)], 15, True),
+        # paging lost records in one chunk
+        ([_chunk(10, 10), _chunk(12, 10, day=11)], 20, False),
         # the warehouse lost rows
-        ({"api_total": 10, "records_fetched": 10, "valid": 10, "duplicate_records": 0, "rejected": 0}, 9, False),
+        ([_chunk(10, 10)], 9, False),
     ],
 )
-def test_reconcile(metadata: dict[str, object], rows: int, passed: bool) -> None:
-    result = reconcile({**_WINDOW, **metadata}, rows)
+def test_reconcile(chunks: list[dict[str, object]], rows: int, passed: bool) -> None:
+    result = reconcile(chunks, rows)
     assert result.passed is passed
     assert result.metadata["warehouse_rows_in_window"].value == rows

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 
 from sqlalchemy import (
+    ColumnElement,
     Connection,
+    Select,
     and_,
     exists,
     func,
@@ -25,21 +27,24 @@ from warehouse.models import (
 
 
 def mark_missing(conn: Connection, app_key: int, window: Window, read_started: datetime, result: LoadResult) -> None:
-    """Mark the window's campaigns CINNOX no longer returned; un-mark those it returned again.
+    """Mark the window's campaigns the accepted read did not return; un-mark those it returned.
 
-    Any staged record counts as returned, a rejected one too: it is at the source, just bad.
-    Only campaigns the warehouse knew from a read before this one began are judged: one that
-    another load read since may have been sent after this read passed its page. Likewise only a
-    read newer than the one that found a campaign gone brings it back.
+    Any record of the accepted read counts as returned, a rejected one too: it is at the
+    source, just bad. A record only an earlier read of the chunk returned does not: CINNOX lost
+    it between reads. Only campaigns the warehouse knew from a read before the accepted one
+    began are judged: one that another load read since may have been sent after this read
+    passed its page. Likewise only a read newer than the one that found a campaign gone brings
+    it back.
     """
     fact = table_of(FactSentCampaign)
     in_window = and_(fact.c.app_key == app_key, fact.c.sent_at >= window.start, fact.c.sent_at < window.end)
-    returned = exists().where(stage.c.campaign_id == fact.c.campaign_id)
+    returned = exists().where(stage.c.in_final_read, stage.c.campaign_id == fact.c.campaign_id)
     returned_since_marked = exists().where(
+        stage.c.in_final_read,
         stage.c.campaign_id == fact.c.campaign_id,
         stage.c.extracted_at >= fact.c.missing_at_source_since,
     )
-    marked = conn.execute(
+    marked = (
         fact.update()
         .where(
             in_window,
@@ -49,9 +54,12 @@ def mark_missing(conn: Connection, app_key: int, window: Window, read_started: d
         )
         # The read's start, on the clock of the records' read times, to compare with them.
         .values(missing_at_source_since=literal(read_started, TIMESTAMP(timezone=True)))
-        .execution_options(preserve_rowcount=True)
+        .returning(fact.c.sent_at)
+        .cte("marked")
     )
-    result.marked_missing = marked.rowcount
+    for day, count in conn.execute(_count_by_day(marked.c.sent_at)).all():
+        result.day(day).marked_missing += int(count)
+        result.marked_missing += int(count)
     back = conn.execute(
         fact.update()
         .where(fact.c.app_key == app_key, fact.c.missing_at_source_since.is_not(None), returned_since_marked)
@@ -59,6 +67,12 @@ def mark_missing(conn: Connection, app_key: int, window: Window, read_started: d
         .execution_options(preserve_rowcount=True)
     )
     result.reappeared = back.rowcount
-    result.missing_at_source = int(
-        conn.scalar(select(func.count()).where(in_window, fact.c.missing_at_source_since.is_not(None))) or 0
-    )
+    still_missing = select(fact.c.sent_at).where(in_window, fact.c.missing_at_source_since.is_not(None)).subquery()
+    for day, count in conn.execute(_count_by_day(still_missing.c.sent_at)).all():
+        result.day(day).missing_at_source += int(count)
+        result.missing_at_source += int(count)
+
+
+def _count_by_day(sent_at: ColumnElement[datetime]) -> Select[date, int]:
+    day = func.date(func.timezone("UTC", sent_at))
+    return select(day, func.count()).group_by(day)

@@ -4,7 +4,26 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import date, timedelta
+
+
+@dataclass(slots=True)
+class DayFigures:
+    """One UTC send date's share of a load: what its own partition's metadata shows."""
+
+    records: int = 0  # records of the accepted read dated this day, rejects whose date reads included
+    valid: int = 0
+    rejected: int = 0
+    inserted: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    stale: int = 0
+    marked_missing: int = 0
+    missing_at_source: int = 0
+
+    def add(self, other: DayFigures) -> None:
+        for name in self.__slots__:
+            setattr(self, name, getattr(self, name) + getattr(other, name))
 
 
 @dataclass(slots=True)
@@ -31,6 +50,28 @@ class LoadResult:
     unknown_fields: list[str] = field(default_factory=list)  # fields the parser ignores, kept in raw
     new_fields: list[str] = field(default_factory=list)  # of those, the ones no load had seen before
     reject_share_exceeded: bool = False  # too many rejects: only they were kept, nothing merged
+    vanished: int = 0  # records earlier reads returned and the accepted one did not: kept, judged missing
+    days: dict[date, DayFigures] = field(default_factory=dict)  # by UTC send date
+
+    def add(self, other: LoadResult) -> None:
+        """Fold another unit's figures into these (a run's chunks into the run)."""
+        for name in self.__slots__:
+            mine, theirs = getattr(self, name), getattr(other, name)
+            if name == "days":
+                for day, figures in theirs.items():
+                    self.day(day).add(figures)
+            elif name in ("unknown_fields", "new_fields"):
+                setattr(self, name, sorted(set(mine) | set(theirs)))
+            elif isinstance(mine, bool):
+                setattr(self, name, mine or theirs)
+            else:
+                setattr(self, name, mine + theirs)
+
+    def day(self, day: date) -> DayFigures:
+        figures = self.days.get(day)
+        if figures is None:
+            figures = self.days[day] = DayFigures()
+        return figures
 
     @property
     def reject_share(self) -> float:

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import UTC, datetime
+from datetime import date
 
 from psycopg import sql
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     Column,
     Connection,
     Date,
@@ -19,7 +20,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB, TIMESTAMP
 
-from cinnox import Page, Window
+from cinnox import Page, Window, parse_send_time
 from warehouse.load.result import LoadResult
 from warehouse.normalize import Rejection, StagedCampaign, stage_record
 
@@ -30,6 +31,8 @@ stage = Table(
     "stage_sent_campaign",
     _stage_metadata,
     Column("seq", BigInteger, nullable=False),
+    # False for a record only an earlier read of the chunk returned: kept, but not "returned".
+    Column("in_final_read", Boolean, nullable=False),
     Column("campaign_id", Text),
     Column("extracted_at", TIMESTAMP(timezone=True), nullable=False),
     Column("payload", JSONB),
@@ -59,12 +62,11 @@ ANALYZED_STAGE_COLUMNS = tuple(c.name for c in stage.columns if c.name not in ("
 
 
 def copy_into_stage(
-    conn: Connection, window: Window, pages: Iterable[Page], result: LoadResult
-) -> tuple[set[str], datetime]:
-    """COPY every record into the stage; returns the field paths the records carried and when
-    the read began (the first page's fetch time; now if there was no page)."""
+    conn: Connection, window: Window, pages: Iterable[Page], result: LoadResult, vanished: Iterable[Page] = ()
+) -> set[str]:
+    """COPY every record into the stage: the accepted read's `pages`, then the `vanished`
+    records of earlier reads. Returns the field paths the records carried."""
     fields: set[str] = set()
-    read_started: datetime | None = None
     sender_fields: set[str] = set()
     columns = [c.name for c in stage.columns]
     statement = sql.SQL("COPY {} ({}) FROM STDIN").format(
@@ -74,37 +76,60 @@ def copy_into_stage(
     assert raw is not None
     seq = 0
     with raw.cursor() as cursor, cursor.copy(statement) as copy:
-        for page in pages:
-            if read_started is None or page.fetched_at < read_started:
-                read_started = page.fetched_at
-            for record in page.records:
-                seq += 1
-                result.records += 1
-                if isinstance(record, dict):
-                    # Set updates in C, prefixed once at the end: a Python loop over every
-                    # key of every record was a tenth of the per-record cost (pyinstrument).
-                    fields.update(record)
-                    sender = record.get("sender")
-                    if isinstance(sender, dict):
-                        sender_fields.update(sender)
-                staged = stage_record(record, window, page.fetched_at)
-                if isinstance(staged, Rejection):
-                    result.rejected += 1
-                    result.reject_reasons.update(staged.reasons)
-                    copy.write_row(_rejection_row(seq, staged))
-                    continue
-                result.valid += 1
-                copy.write_row(_campaign_row(seq, staged))
+        for final, source in ((True, pages), (False, vanished)):
+            for page in source:
+                for record in page.records:
+                    seq += 1
+                    if final:
+                        result.records += 1
+                    else:
+                        result.vanished += 1
+                    if isinstance(record, dict):
+                        # Set updates in C, prefixed once at the end: a Python loop over every
+                        # key of every record was a tenth of the per-record cost (pyinstrument).
+                        fields.update(record)
+                        sender = record.get("sender")
+                        if isinstance(sender, dict):
+                            sender_fields.update(sender)
+                    staged = stage_record(record, window, page.fetched_at)
+                    if isinstance(staged, Rejection):
+                        if final:
+                            result.rejected += 1
+                            result.reject_reasons.update(staged.reasons)
+                            day = _sent_day(record, window)
+                            if day is not None:
+                                figures = result.day(day)
+                                figures.records += 1
+                                figures.rejected += 1
+                        copy.write_row(_rejection_row(seq, final, staged))
+                        continue
+                    if final:
+                        result.valid += 1
+                        figures = result.day(staged.sent_date)
+                        figures.records += 1
+                        figures.valid += 1
+                    copy.write_row(_campaign_row(seq, final, staged))
     # Distinct names only, so the sets stay as small as the schema, whatever the volume.
-    paths = {str(name) for name in fields} | {f"sender.{name}" for name in sender_fields}
-    return paths, read_started or datetime.now(UTC)
+    return {str(name) for name in fields} | {f"sender.{name}" for name in sender_fields}
 
 
-def _campaign_row(seq: int, staged: StagedCampaign) -> tuple[object, ...]:
+def _sent_day(record: object, window: Window) -> date | None:
+    """The UTC send date of a rejected record, when its `date` reads and lies in the window."""
+    if not isinstance(record, dict):
+        return None
+    try:
+        moment = parse_send_time(record.get("date"))
+    except (ValueError, OverflowError, TypeError):  # whatever a hostile date does, it has no day
+        return None
+    return moment.date() if moment is not None and moment in window else None
+
+
+def _campaign_row(seq: int, final: bool, staged: StagedCampaign) -> tuple[object, ...]:
     c = staged.campaign
     s = c.sender
     return (
         seq,
+        final,
         c.id,
         staged.extracted_at,
         staged.payload_json,
@@ -130,9 +155,10 @@ def _campaign_row(seq: int, staged: StagedCampaign) -> tuple[object, ...]:
     )
 
 
-def _rejection_row(seq: int, rejection: Rejection) -> tuple[object, ...]:
+def _rejection_row(seq: int, final: bool, rejection: Rejection) -> tuple[object, ...]:
     return (
         seq,
+        final,
         rejection.campaign_id,
         rejection.extracted_at,
         rejection.payload_json,
