@@ -28,10 +28,12 @@ DEFAULT_APPS: dict[str, str] = {
 FIRST_DAY = date(2020, 1, 1)
 """Campaigns exist for every UTC day from this one onward."""
 
-# Two apps of visibly different size; any other app id gets a range derived from the seed.
+# Two apps of visibly different size, and a busy one (about 60,000 campaigns a year) for
+# production-scale tests and benchmarks; any other app id gets a range derived from the seed.
 _KNOWN_VOLUMES: Mapping[str, tuple[int, int]] = {
     "sim-app-1": (20, 60),
     "sim-app-2": (5, 25),
+    "sim-busy-app": (140, 185),
 }
 _MAX_PER_DAY = 255  # the per-day index is packed into 8 bits of the id
 

@@ -327,6 +327,10 @@ class SimulatorServer:
         record = {**existing[0], "id": f"000000-late-{number:04d}", "campaignName": f"Late campaign {number}"}
         self.add_campaign(app_id, record)
 
+    def campaigns(self, app_id: str, start: datetime, end: datetime) -> list[dict[str, Any]]:
+        """Every campaign the API serves now for [start, end), added ones included, hidden ones not."""
+        return self._records(app_id, start, end)
+
     def _records(self, app_id: str, start: datetime, end: datetime) -> list[dict[str, Any]]:
         """The window's records including added campaigns, sorted by id (a fault path only)."""
         now = self.now
