@@ -110,7 +110,7 @@ def _sent_campaigns_asset(
                     window,
                     ledger,
                     max_reject_share=max_reject_share,
-                    progress=_progress_logger(context.log, cinnox),
+                    progress=_progress_logger(context.log),
                     log=context.log,
                 )
         except CinnoxAuthError as exc:
@@ -141,8 +141,9 @@ def _sent_campaigns_asset(
         if result.reject_share_exceeded:
             reasons = dict(result.reject_reasons.most_common(10))
             raise dg.Failure(
-                f"CINNOX app {app.app_id!r}, window {window}: a chunk had {result.reject_share:.1%} of its records "
-                f"rejected, more than the {max_reject_share:.1%} allowed (CINNOX_MAX_REJECT_SHARE); it was not "
+                f"CINNOX app {app.app_id!r}, window {window}: {result.rejected} of a chunk's {result.records} "
+                f"records rejected ({result.reject_share:.1%}), more than the {max_reject_share:.1%} allowed "
+                f"(CINNOX_MAX_REJECT_SHARE); the chunk was not "
                 f"merged, its rejects are kept in cinnox_raw.sent_campaign_reject, and the chunks before it are "
                 f"loaded. Reasons: {reasons}",
                 metadata={
@@ -171,7 +172,7 @@ def _sent_campaigns_asset(
     return sent_campaigns
 
 
-def _progress_logger(log: Any, cinnox: CinnoxResource) -> Callable[[ChunkProgress], None]:
+def _progress_logger(log: Any) -> Callable[[ChunkProgress], None]:
     """Log each committed chunk, so a long backfill shows where it is and how long is left."""
 
     def progress(step: ChunkProgress) -> None:
@@ -179,9 +180,11 @@ def _progress_logger(log: Any, cinnox: CinnoxResource) -> Callable[[ChunkProgres
         left = step.seconds_left
         eta = f"; about {_duration(left)} left" if left is not None and step.index < step.planned else ""
         reads = f" ({step.reads} reads: paging drifted)" if step.reads > 1 else ""
+        waited = step.rate_limit_wait_seconds
+        budget = f"; {waited:.1f}s waiting for the request budget so far" if waited >= 0.05 else ""
         log.info(
             f"chunk {step.index} of {step.planned} {step.window}: {step.records:,} records{reads}; "
-            f"{step.records_so_far:,}{expected} so far, {step.requests:,} requests{eta}"
+            f"{step.records_so_far:,}{expected} so far, {step.requests:,} requests{eta}{budget}"
         )
 
     return progress

@@ -72,7 +72,7 @@ def test_two_runs_of_the_same_partitions_at_once(warehouse: Engine, warehouse_ur
     assert sorted(ids) == sorted(r["id"] for r in expected)  # every campaign, once
     assert snapshots == raw == len(expected)  # the second run saw the same counters: no history row
     # The runs overlapped: the second first page was served before the last page of all.
-    first_pages = sorted(r.at for r in requests if r.params.get("offset", "0") == "0")
+    first_pages = sorted(r.at for r in requests if r.params.get("offset", "0") == "0" and r.params.get("limit") != "1")
     assert len(first_pages) == 2
     assert first_pages[1] < max(r.at for r in requests)
     inserted = [line for output in outputs for line in output.splitlines() if "inserted" in line and "Loaded" in line]

@@ -169,12 +169,12 @@ def test_a_backfill_and_a_refresh_of_one_app_run_side_by_side_within_the_sources
             assert event is not None
             assert event.asset_materialization is not None
             metadata[name] = {k: v.value for k, v in event.asset_materialization.metadata.items()}
-        assert metadata[name]["request_budget"] == "postgres"
-        assert metadata[name]["retries"] == 0
-        assert isinstance(metadata[name]["rate_limit_wait_seconds"], float)
-        assert metadata[name]["rate_limit_wait_seconds"] > 0  # the budget paced the run, and it shows
+        assert metadata[name]["run_request_budget"] == "postgres"
+        assert metadata[name]["run_retries"] == 0
+        assert isinstance(metadata[name]["run_rate_limit_wait_seconds"], float)
+        assert metadata[name]["run_rate_limit_wait_seconds"] > 0  # the budget paced the run, and it shows
     # While it runs, its log says how long it has waited so far.
     assert "s waiting for the request budget so far" in outputs[0]
     # The backfill read some campaigns before the refresh did, and left the refresh's values.
-    assert metadata["backfill"]["newer_in_warehouse"] > 0
-    assert metadata["backfill"]["updated"] == 0
+    assert metadata["backfill"]["run_newer_in_warehouse"] > 0
+    assert metadata["backfill"]["run_updated"] == 0

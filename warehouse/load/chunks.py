@@ -46,6 +46,7 @@ class ChunkProgress:
     requests: int  # so far, the probe included
     elapsed: float
     reads: int
+    rate_limit_wait_seconds: float  # so far: the time the run waited for the app's request budget
 
     @property
     def seconds_left(self) -> float | None:
@@ -150,6 +151,7 @@ def load_window(
                     requests=done.stats.requests,
                     elapsed=time.monotonic() - began,
                     reads=chunk.reads,
+                    rate_limit_wait_seconds=done.stats.rate_limit_wait_seconds,
                 )
             )
         if result.reject_share_exceeded:
