@@ -94,15 +94,16 @@ def _outcome(result: dg.ExecuteInProcessResult, key: dg.AssetKey) -> str:
     if not result.success:
         failures = [event.message or "" for event in result.all_events if event.is_failure]
         return "FAILED: " + (failures[-1] if failures else "see the run's logs in `make dev`")
-    # A range run materializes every day with the same metadata: the first speaks for all.
-    event = next(e for e in result.get_asset_materialization_events() if e.asset_key == key)
+    # Each day carries its own figures; the last day also the run's (run_...).
+    events = [e for e in result.get_asset_materialization_events() if e.asset_key == key]
+    event = max(events, key=lambda e: str(e.partition))
     meta = {name: value.value for name, value in event.materialization.metadata.items()}
     checks = result.get_asset_check_evaluations()
     passed = sum(1 for check in checks if check.passed)
     return (
-        f"{meta['records_fetched']} records in {meta['pages']} pages; {meta['inserted']} inserted, "
-        f"{meta['updated']} updated, {meta['unchanged']} unchanged, {meta['rejected']} rejected; "
-        f"checks {passed}/{len(checks)} passed (run {result.run_id[:8]})"
+        f"{meta['run_records_fetched']} records in {meta['run_chunks']} chunk(s), {meta['run_requests']} requests; "
+        f"{meta['run_inserted']} inserted, {meta['run_updated']} updated, {meta['run_unchanged']} unchanged, "
+        f"{meta['run_rejected']} rejected; checks {passed}/{len(checks)} passed (run {result.run_id[:8]})"
     )
 
 

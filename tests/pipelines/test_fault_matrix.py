@@ -17,10 +17,13 @@ import dagster as dg
 import psycopg
 import pytest
 from sqlalchemy import Engine, text
+from sqlalchemy.engine import make_url
 
 from cinnox.simulator import FaultKind, SimulatorServer
 from pipelines.definitions import build_definitions
 from pipelines.partitions import range_tags
+from warehouse.db import create_warehouse_engine
+from warehouse.migrate import upgrade_to_head
 
 APP = "sim-app-1"
 TOKEN = "tok-matrix-7d1e"
@@ -305,3 +308,92 @@ def test_a_campaign_cinnox_stops_returning_is_marked_then_unmarked(
     back = meta(run())
     assert (back["run_reappeared_at_source"], back["run_missing_at_source"]) == (1, 0)
     assert snapshot(warehouse) == expected
+
+
+def test_a_step_retry_resumes_after_the_chunks_it_committed(
+    sim: SimulatorServer,
+    warehouse: Engine,
+    run: Callable[[], dg.ExecuteInProcessResult],
+    empty_warehouse: Callable[[Engine], None],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("CINNOX_CHUNK_RECORDS", "30")  # two days of about 90 campaigns: several chunks
+    clean = run()
+    assert clean.success
+    expected = snapshot(warehouse)
+    planned = run_metadata(clean)["run_chunks"]
+    assert planned >= 3
+    empty_warehouse(warehouse)
+    # The window's probe and the first two chunks' first pages go through; the third chunk's
+    # first page fails on every attempt, so the step fails as CINNOX being down and is retried.
+    sim.add_fault(FaultKind.HTTP_500, times=3, offset=0, skip=3)
+    sim.reset_requests()
+    faulted = run()
+    assert faulted.success, failure_message(faulted)
+    retried = [e for e in faulted.all_events if e.event_type == dg.DagsterEventType.STEP_UP_FOR_RETRY]
+    assert len(retried) == 1
+    meta = run_metadata(faulted)
+    assert meta["run_chunks_resumed"] == 2
+    assert meta["run_chunks"] == planned - 2
+    assert snapshot(warehouse) == expected
+    # The two committed chunks were read once: every page beyond the retry's probe and the
+    # chunks it had left was read in the first try.
+    assert len(sim.requests) <= clean_requests(clean) + 3 + 1
+
+
+def clean_requests(result: dg.ExecuteInProcessResult) -> int:
+    return int(run_metadata(result)["run_requests"])
+
+
+@pytest.mark.parametrize(
+    ("trigger", "options", "says"),
+    [
+        (
+            "RAISE EXCEPTION USING ERRCODE = 'disk_full', MESSAGE = 'could not extend file: No space left'",
+            "",
+            "out of disk space",
+        ),
+        ("PERFORM pg_sleep(3)", "-c statement_timeout=1000", "statement_timeout"),
+    ],
+    ids=["disk full", "statement timeout"],
+)
+def test_a_permanent_database_error_fails_at_once_without_reading_on(
+    sim: SimulatorServer,
+    run: Callable[[], dg.ExecuteInProcessResult],
+    create_database: Callable[[], str],
+    monkeypatch: pytest.MonkeyPatch,
+    trigger: str,
+    options: str,
+    says: str,
+) -> None:
+    url = create_database()
+    engine = create_warehouse_engine(url)
+    upgrade_to_head(engine)
+    with engine.begin() as conn:
+        # The database's own errors, raised where a chunk's merge writes the fact.
+        conn.execute(
+            text(
+                "CREATE FUNCTION cinnox.fail_the_load() RETURNS trigger LANGUAGE plpgsql AS"
+                f" $$ BEGIN {trigger}; RETURN NEW; END $$"
+            )
+        )
+        conn.execute(
+            text(
+                "CREATE TRIGGER fail_the_load BEFORE INSERT ON cinnox.fact_sent_campaign"
+                " FOR EACH ROW EXECUTE FUNCTION cinnox.fail_the_load()"
+            )
+        )
+    engine.dispose()
+    if options:
+        url = make_url(url).update_query_dict({"options": options}).render_as_string(hide_password=False)
+    monkeypatch.setenv("DATABASE_URL", url)
+    monkeypatch.setenv("CINNOX_CHUNK_RECORDS", "30")
+    result = run()
+    assert not result.success
+    message = failure_message(result)
+    assert says in message
+    assert "loading into the warehouse failed" in message
+    assert not [e for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_UP_FOR_RETRY]
+    # No request after the failure: the probe and the first chunk's pages only.
+    windows = {(r.params["startAt"], r.params["endAt"]) for r in sim.requests if r.params.get("limit") != "1"}
+    assert len(windows) == 1

@@ -14,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import Engine, select, text
+from sqlalchemy.engine import make_url
 
 from cinnox import CinnoxClient, ExtractionStats, Window
 from cinnox.simulator import FaultKind, SimulatorServer
@@ -224,7 +225,8 @@ def test_a_statement_timeout_shorter_than_the_read_does_not_stop_a_backfill(
     url = create_database()
     upgrade_to_head(create_warehouse_engine(url))
     # Every statement may take a second; reading the whole window takes longer than that.
-    engine = create_warehouse_engine(url + "?options=-c%20statement_timeout%3D1000")
+    timed = make_url(url).update_query_dict({"options": "-c statement_timeout=1000"})
+    engine = create_warehouse_engine(timed.render_as_string(hide_password=False))
     window = Window(datetime(2026, 5, 16, tzinfo=UTC), datetime(2026, 6, 15, tzinfo=UTC))
     with SimulatorServer(now=NOW, latency=0.08) as sim, client_for(sim) as client:
         with engine.connect() as conn:
