@@ -3,12 +3,12 @@
     python -m pipelines.estimate --app my-app-id --start 2025-01-01 --end 2025-12-31
     make estimate APP=my-app-id START=2025-01-01 END=2025-12-31
 
-A backfill of an app is one run reading its whole range as one window (the asset's
-single-run backfill policy), so it makes ceil(total / page size) requests (at least one),
-`total` being CINNOX's count of the window's campaigns. One request with limit=1 asks for
-that `total`. Each request first waits for the app's request budget, so the time is the
-requests over CINNOX_REQUESTS_PER_SECOND, or the requests times the API's answer time when
-that is slower. Retries and re-reads after paging drift come on top.
+A backfill of an app is one run (the asset's single-run backfill policy) that reads its range
+in chunks of at most CINNOX_CHUNK_RECORDS records, the plan the run itself makes: one request
+with limit=1 asks for the range's `total`, then each chunk takes its pages, the last one short.
+Each request first waits for the app's request budget, so the time is the requests over
+CINNOX_REQUESTS_PER_SECOND, or the requests times the API's answer time when that is slower.
+Retries, and a chunk's re-read after paging drift, come on top.
 
 Reads the same environment as the code location: CINNOX_BASE_URL, CINNOX_TOKEN_<APP>,
 CINNOX_PAGE_SIZE, CINNOX_REQUESTS_PER_SECOND, CINNOX_AUTH_HEADER / _SCHEME, CINNOX_TOTAL_KEY.
@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import sys
 import time
@@ -28,6 +27,8 @@ from datetime import UTC, date, datetime, timedelta
 
 from cinnox import SENT_CAMPAIGNS_SUMMARY, CinnoxClient, CinnoxError, Window
 from pipelines.settings import AppSettings
+from warehouse.load.chunks import DEFAULT_CHUNK_RECORDS
+from warehouse.load.plan import requests_for
 
 DEFAULT_PAGE_SIZE = 100
 DEFAULT_REQUESTS_PER_SECOND = 10
@@ -42,6 +43,8 @@ class Estimate:
     runs: int
     campaigns: int
     page_size: int
+    chunk_records: int
+    chunks: int
     requests: int
     requests_per_second: float | None
     probe_seconds: float  # how long CINNOX took to answer the limit=1 request
@@ -53,22 +56,28 @@ class Estimate:
             f"CINNOX app {self.app_id}, send dates {self.first_day}..{self.last_day} ({self.days} days), "
             f"{self.runs} run (single-run backfill):\n"
             f"  campaigns now in the window: {self.campaigns} (CINNOX's total)\n"
-            f"  API requests: {self.requests} (pages of {self.page_size}; retries and drift re-reads extra)\n"
+            f"  API requests: {self.requests} in {self.chunks} chunk(s) of up to {self.chunk_records} records "
+            f"(pages of {self.page_size}; retries and drift re-reads extra)\n"
             f"  time at {rate}: about {_duration(self.seconds)} "
             f"(CINNOX answered the probe in {self.probe_seconds:.2f}s)"
         )
 
 
 def estimate(
-    client: CinnoxClient, first_day: date, last_day: date, page_size: int, requests_per_second: float | None
+    client: CinnoxClient,
+    first_day: date,
+    last_day: date,
+    page_size: int,
+    requests_per_second: float | None,
+    chunk_records: int = DEFAULT_CHUNK_RECORDS,
 ) -> Estimate:
-    """Ask CINNOX for the window's `total` with one limit=1 request, and work out the rest."""
+    """Ask CINNOX for the window's `total` with one limit=1 request, and plan the run's chunks."""
     if last_day < first_day:
         raise ValueError(f"--end {last_day} is before --start {first_day}")
     start = datetime.combine(first_day, datetime.min.time(), UTC)
     window = Window(start, datetime.combine(last_day + timedelta(days=1), datetime.min.time(), UTC))
     began = time.monotonic()
-    page = next(iter(client.sent_campaign_pages(window)))  # page size 1: one request, nothing more
+    page = client.probe(window)  # one request, as the run's own first
     probe = time.monotonic() - began
     if page.total is None:
         raise CinnoxError(
@@ -76,7 +85,7 @@ def estimate(
             "(CINNOX_TOTAL_KEY names where it is)",
             app_id=client.app_id,
         )
-    requests = max(1, math.ceil(page.total / page_size))
+    chunks, requests = requests_for(page.total, chunk_records, page_size)
     per_request = max(1 / requests_per_second if requests_per_second else 0.0, probe)
     return Estimate(
         app_id=client.app_id,
@@ -86,6 +95,8 @@ def estimate(
         runs=1,
         campaigns=page.total,
         page_size=page_size,
+        chunk_records=chunk_records,
+        chunks=chunks,
         requests=requests,
         requests_per_second=requests_per_second,
         probe_seconds=round(probe, 3),
@@ -123,6 +134,7 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] = os.envi
         return 2
     page_size = _whole(environ, "CINNOX_PAGE_SIZE", DEFAULT_PAGE_SIZE)
     rate = _whole(environ, "CINNOX_REQUESTS_PER_SECOND", DEFAULT_REQUESTS_PER_SECOND) or None
+    chunk_records = _whole(environ, "CINNOX_CHUNK_RECORDS", DEFAULT_CHUNK_RECORDS) or DEFAULT_CHUNK_RECORDS
     endpoint = SENT_CAMPAIGNS_SUMMARY
     if "CINNOX_TOTAL_KEY" in environ:
         endpoint = replace(endpoint, total_key=environ["CINNOX_TOTAL_KEY"] or None)
@@ -136,7 +148,7 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] = os.envi
             page_size=1,
             endpoint=endpoint,
         ) as client:
-            result = estimate(client, args.start, args.end, page_size, rate)
+            result = estimate(client, args.start, args.end, page_size, rate, chunk_records)
     except (CinnoxError, ValueError) as exc:
         print(str(exc), file=sys.stderr)
         return 1

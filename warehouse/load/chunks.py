@@ -20,7 +20,7 @@ from datetime import datetime
 
 from sqlalchemy import Engine
 
-from cinnox import CinnoxClient, ExtractionStats, Window, WindowTooLarge
+from cinnox import ChunkRead, CinnoxClient, ExtractionStats, Window, WindowTooLarge
 from warehouse.load import load_chunk
 from warehouse.load.clock import DatabaseClock
 from warehouse.load.ledger import LedgerKey, committed_windows
@@ -96,6 +96,7 @@ def load_window(
     clock = DatabaseClock(engine)
     clock.sync()
     client.read_clock = clock.now
+    probe_started = clock.now()
     probe = client.probe(window, done.stats)
     # The live edge on CINNOX's own clock, which dates the campaigns; the warehouse's when
     # CINNOX sends no Date header. Later sends belong to the next refresh.
@@ -109,6 +110,13 @@ def load_window(
         committed = committed_windows(conn, ledger)
     done.resumed_chunks = len(committed)
     queue = deque(plan(done.read, probe.total, chunk_records, committed))
+    if probe.total == 0 and queue == deque([done.read]):
+        # The probe read the whole window and found it empty: load that (campaigns the
+        # warehouse holds there are missing at the source) without asking again.
+        queue.clear()
+        empty = ChunkRead(done.read, [], [], probe_started, clock.now(), reads=1, total=0)
+        done.result.add(load_chunk(engine, empty, ledger, requests=1, max_reject_share=max_reject_share, settle=settle))
+        done.chunks = 1
     if committed and log is not None:
         log.info(
             "Resuming: %d chunk(s) of %s were committed by an earlier try of this run; %d left to read",

@@ -69,6 +69,16 @@ def plan(window: Window, total: int | None, chunk_records: int, done: Sequence[W
     return chunks
 
 
+def requests_for(total: int, chunk_records: int, page_size: int) -> tuple[int, int]:
+    """(chunks, requests) to read a window of `total` records: the probe, then each chunk's
+    pages, the last one short or empty (a full last page asks for one more)."""
+    if total == 0:
+        return 1, 1  # the probe found the window empty: it is the whole read
+    chunks = parts_for(total, chunk_records)
+    per_chunk = total / chunks
+    return chunks, 1 + chunks * (math.floor(per_chunk / page_size) + 1)
+
+
 def live_edge(window: Window, api_time: datetime) -> Window | None:
     """The part of `window` sent before `api_time` (CINNOX's clock, whole seconds), or None."""
     end = min(window.end, _floor_second(api_time))
