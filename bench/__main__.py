@@ -1,9 +1,9 @@
-"""`make bench`: every figure of issue 5, each against a baseline measured in the same run.
+"""`make bench`: every figure, each against a baseline measured in the same run.
 
     python -m bench --records 100000                       # about 4 minutes on 2 cores
     python -m bench --records 1000000                      # the 1M load figures too
 
-Each phase runs in a subprocess of its own (bench.load, bench.backfill), so each peak RSS is
+Each phase runs in a subprocess of its own (bench.load, bench.backfill, bench.chunks), so each peak RSS is
 that phase's alone. Prints a table and writes bench/results/bench-<records>.json. Uses
 DATABASE_URL's server (a database `cinnox_bench` there, dropped and recreated), else the
 embedded PostgreSQL.
@@ -90,6 +90,25 @@ def main(argv: list[str] | None = None) -> int:
                           "s", "extraction + load, no Dagster", bare["seconds"], dagster["seconds"] / bare["seconds"],
                           dagster["records"], "< 1.5, <= 1 run per app"))  # fmt: skip
     figures.append(Figure("429s seen, Dagster backfill", dagster["throttled"], "responses", "", 0, 0, None, "0"))
+    figures.append(Figure("metadata per materialization event, largest", dagster["metadata_bytes_max"], "bytes",
+                          "target", 2048, dagster["metadata_bytes_max"] / 2048, None, "< 2 KB"))  # fmt: skip
+
+    # Production scale: a year of an app with about 60,000 campaigns, read in chunks.
+    chunked = run_phase("bench.chunks", "--phase", "requests")
+    for case, target in (("clean", "<= 1.05"), ("vanish", "<= 1.10")):
+        c = chunked[case]
+        what = "clean" if case == "clean" else "one campaign vanishing mid-read"
+        figures.append(Figure(f"requests, a year of {c['total']:,} campaigns, {what}", c["requests"], "requests",
+                              "minimal: one read, page by page", c["minimal"], c["requests"] / c["minimal"],
+                              c["fact_rows_written"], target))  # fmt: skip
+    paced = run_phase("bench.chunks", "--phase", "paced")
+    figures.append(Figure(f"longest transaction, a year at 10 req/s ({paced['chunks']} chunks)",
+                          paced["longest_transaction_seconds"], "s", "target", 60.0,
+                          paced["longest_transaction_seconds"] / 60.0, None, "<= 60 s"))  # fmt: skip
+    resumed = run_phase("bench.chunks", "--phase", "resume")
+    figures.append(Figure(f"re-read after a kill at {resumed['committed_chunks']} chunks, then a retry",
+                          resumed["reread_requests"], "requests", "one chunk", resumed["chunk_requests"],
+                          resumed["reread_requests"] / resumed["chunk_requests"], None, "<= one chunk"))  # fmt: skip
     figures.append(Figure("peak RSS, Dagster backfill", dagster["peak_rss_mb"], "MB", "extraction + load, no Dagster",
                           bare["peak_rss_mb"], dagster["peak_rss_mb"] / bare["peak_rss_mb"]))  # fmt: skip
 
@@ -115,7 +134,16 @@ def main(argv: list[str] | None = None) -> int:
                 "server": server,
                 "seconds": time.perf_counter() - began,
                 "figures": [asdict(f) for f in figures],
-                "phases": {"load": load, "memory": memory, "extract": extract, "bare": bare, "dagster": dagster},
+                "phases": {
+                    "load": load,
+                    "memory": memory,
+                    "extract": extract,
+                    "bare": bare,
+                    "dagster": dagster,
+                    "chunks": chunked,
+                    "paced": paced,
+                    "resume": resumed,
+                },
             },
             indent=2,
         )

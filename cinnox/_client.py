@@ -25,7 +25,16 @@ from cinnox._errors import (
     CinnoxUnavailable,
     CinnoxUnreachable,
 )
-from cinnox._models import ChunkRead, ExtractionStats, Page, Probe, Window, WindowTooLarge, format_rfc3339
+from cinnox._models import (
+    ChunkRead,
+    ExtractionStats,
+    Page,
+    Probe,
+    ReadStopped,
+    Window,
+    WindowTooLarge,
+    format_rfc3339,
+)
 from cinnox._ratelimit import RateLimiter
 from cinnox._retry import CODE_BAD_QUERY, TRANSIENT_CODES, RetryPolicy, parse_retry_after
 
@@ -181,7 +190,12 @@ class CinnoxClient:
         return Probe(window, page.total, page.api_time)
 
     def read_chunk(
-        self, window: Window, stats: ExtractionStats | None = None, *, max_records: int | None = None
+        self,
+        window: Window,
+        stats: ExtractionStats | None = None,
+        *,
+        max_records: int | None = None,
+        stop: Callable[[], bool] | None = None,
     ) -> ChunkRead:
         """Read the window to its end, in memory, re-reading it while paging drifts.
 
@@ -193,7 +207,8 @@ class CinnoxClient:
         read without drift is accepted. When none is, raises `CinnoxPaginationDrift`.
 
         With `max_records`, raises `WindowTooLarge` after the first page if its `total` is
-        larger: the caller splits the window rather than hold that many records.
+        larger: the caller splits the window rather than hold that many records. When `stop`
+        returns True before a page is asked for, raises `ReadStopped`.
         """
         stats = stats if stats is not None else ExtractionStats()
         earlier: dict[str, tuple[Page, object]] = {}  # id -> (page, record) of earlier reads
@@ -201,7 +216,7 @@ class CinnoxClient:
             check = _ReadCheck(window, self.page_size)
             started = self.read_clock()
             pages: list[Page] = []
-            for page in self._read_window(window, stats, check):
+            for page in self._read_window(window, stats, check, stop):
                 if max_records is not None and read == 1 and not pages and (page.total or 0) > max_records:
                     raise WindowTooLarge(window, page.total or 0)
                 pages.append(page)
@@ -257,10 +272,14 @@ class CinnoxClient:
             app_id=self.app_id,
         )
 
-    def _read_window(self, window: Window, stats: ExtractionStats, check: _ReadCheck) -> Iterator[Page]:
+    def _read_window(
+        self, window: Window, stats: ExtractionStats, check: _ReadCheck, stop: Callable[[], bool] | None = None
+    ) -> Iterator[Page]:
         """One pass over the window, page by page, until it ends or stops making progress."""
         offset = 0
         while True:
+            if stop is not None and stop():
+                raise ReadStopped(f"CINNOX app {self.app_id!r}, window {window}: read stopped at offset {offset}")
             page = self._fetch_page(window, offset, stats)
             stats.pages += 1
             stats.records += len(page.records)

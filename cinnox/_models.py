@@ -93,6 +93,10 @@ class ChunkRead:
         return sum(len(page.records) for page in self.pages)
 
 
+class ReadStopped(Exception):
+    """The caller asked a read to stop before its next page (its load can no longer succeed)."""
+
+
 class WindowTooLarge(Exception):
     """The first page of a chunk said it holds more records than a chunk may: split it."""
 

@@ -4,9 +4,10 @@
         read to the end in memory (re-read while paging drifts)  ->  one short transaction:
         COPY, merge, ledger row
 
-No transaction stays open while CINNOX is read: a chunk is read first, then merged, so the
-longest transaction is one chunk's merge. A failure keeps every chunk committed before it; a
-retry of the same run skips them. Paging drift costs a re-read of the chunk it touched.
+No transaction stays open while CINNOX is read: a chunk is read first, then merged (on a thread
+of its own, while the next chunk is read), so the longest transaction is one chunk's merge. A
+failure keeps every chunk committed before it; a retry of the same run skips them. Paging drift
+costs a re-read of the chunk it touched.
 """
 
 from __future__ import annotations
@@ -15,12 +16,13 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 
 from sqlalchemy import Engine
 
-from cinnox import ChunkRead, CinnoxClient, ExtractionStats, Window, WindowTooLarge
+from cinnox import ChunkRead, CinnoxClient, ExtractionStats, ReadStopped, Window, WindowTooLarge
 from warehouse.load import load_chunk
 from warehouse.load.clock import DatabaseClock
 from warehouse.load.ledger import LedgerKey, committed_windows
@@ -124,26 +126,22 @@ def load_window(
             window,
             len(queue),
         )
+    # The next chunk is read while the previous one merges, so CINNOX's answer time and the
+    # merge overlap. A merge that fails stops that read before its next page.
+    merging: Future[LoadResult] | None = None
+    merging_about: tuple[Window, int] | None = None  # the merging chunk's window and reads
     records_so_far = 0
-    while queue:
-        chunk_window = queue.popleft()
-        clock.sync()
-        requests_before = done.stats.requests
-        oversize = _OVERSIZE * chunk_records if can_split(chunk_window) else None
-        try:
-            chunk = client.read_chunk(chunk_window, done.stats, max_records=oversize)
-        except WindowTooLarge as large:
-            done.split_chunks += 1
-            queue.extendleft(reversed(split(chunk_window, parts_for(large.total, chunk_records))))
-            continue
-        result = load_chunk(
-            engine,
-            chunk,
-            ledger,
-            requests=done.stats.requests - requests_before,
-            max_reject_share=max_reject_share,
-            settle=settle,
-        )
+
+    def merge_failed() -> bool:
+        return merging is not None and merging.done() and merging.exception() is not None
+
+    def harvest() -> bool:
+        """Wait for the merge in flight and account for it; True when the run must stop."""
+        nonlocal merging, records_so_far
+        if merging is None or merging_about is None:
+            return False
+        result = merging.result()  # a failed merge raises here
+        merging = None
         done.chunks += 1
         done.result.add(result)
         records_so_far += result.records
@@ -152,17 +150,46 @@ def load_window(
                 ChunkProgress(
                     index=done.chunks,
                     planned=done.chunks + len(queue),
-                    window=chunk_window,
+                    window=merging_about[0],
                     records=result.records,
                     records_so_far=records_so_far,
                     expected=done.expected,
                     requests=done.stats.requests,
                     elapsed=time.monotonic() - began,
-                    reads=chunk.reads,
+                    reads=merging_about[1],
                     rate_limit_wait_seconds=done.stats.rate_limit_wait_seconds,
                 )
             )
-        if result.reject_share_exceeded:
-            break
+        return result.reject_share_exceeded
+
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="cinnox-merge") as merger:
+        while queue:
+            chunk_window = queue.popleft()
+            clock.sync()
+            requests_before = done.stats.requests
+            oversize = _OVERSIZE * chunk_records if can_split(chunk_window) else None
+            try:
+                chunk = client.read_chunk(chunk_window, done.stats, max_records=oversize, stop=merge_failed)
+            except WindowTooLarge as large:
+                done.split_chunks += 1
+                queue.extendleft(reversed(split(chunk_window, parts_for(large.total, chunk_records))))
+                continue
+            except ReadStopped:
+                harvest()  # raises the merge's own error
+                raise
+            if harvest():
+                merging_about = None
+                break
+            merging_about = (chunk_window, chunk.reads)
+            merging = merger.submit(
+                load_chunk,
+                engine,
+                chunk,
+                ledger,
+                requests=done.stats.requests - requests_before,
+                max_reject_share=max_reject_share,
+                settle=settle,
+            )
+        harvest()
     done.seconds = time.monotonic() - began
     return done
