@@ -9,22 +9,33 @@
 The simulator that implements the same contract on loopback is `cinnox.simulator`.
 """
 
-from cinnox._client import CinnoxClient, is_loopback_url
+from cinnox._client import DEFAULT_MAX_RESPONSE_BYTES, CinnoxClient, is_loopback_url, parse_json_body
 from cinnox._endpoints import SENT_CAMPAIGNS_SUMMARY, Endpoint
 from cinnox._errors import (
     CinnoxAuthError,
     CinnoxError,
     CinnoxPaginationDrift,
     CinnoxRequestError,
+    CinnoxRetryLater,
     CinnoxUnavailable,
 )
-from cinnox._models import Channel, ExtractionStats, Page, Sender, SentCampaign, Window, format_rfc3339
+from cinnox._models import (
+    Channel,
+    ExtractionStats,
+    NonFiniteNumber,
+    Page,
+    Sender,
+    SentCampaign,
+    Window,
+    format_rfc3339,
+)
 from cinnox._parse import COUNTER_FIELDS, InvalidRecord, normalize_channel, parse_sent_campaign
 from cinnox._ratelimit import RateLimiter
 from cinnox._retry import RetryPolicy, parse_retry_after
 
 __all__ = [
     "COUNTER_FIELDS",
+    "DEFAULT_MAX_RESPONSE_BYTES",
     "SENT_CAMPAIGNS_SUMMARY",
     "Channel",
     "CinnoxAuthError",
@@ -32,10 +43,12 @@ __all__ = [
     "CinnoxError",
     "CinnoxPaginationDrift",
     "CinnoxRequestError",
+    "CinnoxRetryLater",
     "CinnoxUnavailable",
     "Endpoint",
     "ExtractionStats",
     "InvalidRecord",
+    "NonFiniteNumber",
     "Page",
     "RateLimiter",
     "RetryPolicy",
@@ -45,6 +58,7 @@ __all__ = [
     "format_rfc3339",
     "is_loopback_url",
     "normalize_channel",
+    "parse_json_body",
     "parse_retry_after",
     "parse_sent_campaign",
 ]

@@ -2,7 +2,8 @@
 
     CinnoxError                 any failure talking to CINNOX
     ├── CinnoxRequestError      CINNOX refused the request; retrying cannot help
-    │   └── CinnoxAuthError     401/403: the App Token is wrong or revoked
+    │   ├── CinnoxAuthError     401/403: the App Token is wrong or revoked
+    │   └── CinnoxRetryLater    CINNOX asked to wait longer than the retry budget
     └── CinnoxUnavailable       retries exhausted on 429, 5xx, timeouts or bad bodies
         └── CinnoxPaginationDrift  re-reading the window never gave two agreeing reads
 
@@ -10,6 +11,8 @@ Every message names the app, the window and what CINNOX said, and never the toke
 """
 
 from __future__ import annotations
+
+from datetime import datetime
 
 
 class CinnoxError(Exception):
@@ -37,6 +40,18 @@ class CinnoxRequestError(CinnoxError):
 
 class CinnoxAuthError(CinnoxRequestError):
     """CINNOX answered 401 or 403: the App Token is missing, wrong or revoked."""
+
+
+class CinnoxRetryLater(CinnoxRequestError):
+    """CINNOX's Retry-After asked for a longer wait than the page's retry budget allows.
+
+    Not retried: waiting inside a run would hold its slot, and retrying sooner goes against
+    what the server asked. `retry_at` says when to come back.
+    """
+
+    def __init__(self, message: str, *, app_id: str, retry_at: datetime, status_code: int | None = None) -> None:
+        super().__init__(message, app_id=app_id, status_code=status_code)
+        self.retry_at = retry_at
 
 
 class CinnoxUnavailable(CinnoxError):
