@@ -22,7 +22,7 @@ from cinnox._errors import (
 from cinnox._models import (
     Channel,
     ExtractionStats,
-    NonFiniteNumber,
+    NumberLiteral,
     Page,
     Sender,
     SentCampaign,
@@ -48,7 +48,7 @@ __all__ = [
     "Endpoint",
     "ExtractionStats",
     "InvalidRecord",
-    "NonFiniteNumber",
+    "NumberLiteral",
     "Page",
     "RateLimiter",
     "RetryPolicy",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import logging
+import math
 import random
 import re
 import ssl
@@ -26,7 +27,7 @@ from cinnox._errors import (
     CinnoxRetryLater,
     CinnoxUnavailable,
 )
-from cinnox._models import ExtractionStats, NonFiniteNumber, Page, Window, format_rfc3339
+from cinnox._models import ExtractionStats, NumberLiteral, Page, Window, format_rfc3339
 from cinnox._ratelimit import RateLimiter
 from cinnox._retry import CODE_BAD_QUERY, TRANSIENT_CODES, RetryPolicy, parse_retry_after
 
@@ -502,7 +503,7 @@ def parse_json_body(content: bytes) -> Any:
     """The JSON value of a response body; None when it is not JSON.
 
     orjson first (fast). What it refuses, the stdlib may still read: `NaN`/`Infinity`
-    literals (kept as `NonFiniteNumber`, so only the records holding them are rejected) and
+    literals (kept as `NumberLiteral`, so only the records holding them are rejected) and
     escaped lone surrogates (rejected per record by the loader). Nesting too deep for either
     parser is not JSON this client can read.
     """
@@ -511,9 +512,19 @@ def parse_json_body(content: bytes) -> Any:
     except orjson.JSONDecodeError:
         pass
     try:
-        return json.loads(content, parse_constant=NonFiniteNumber)
+        return json.loads(content, parse_constant=NumberLiteral, parse_float=_parse_float, parse_int=_parse_int)
     except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
         return None
+
+
+def _parse_float(text: str) -> float | NumberLiteral:
+    value = float(text)
+    return value if math.isfinite(value) else NumberLiteral(text)
+
+
+def _parse_int(text: str) -> int | NumberLiteral:
+    # Python refuses to convert more than 4,300 digits; no counter or id is that long.
+    return int(text) if len(text) <= 1000 else NumberLiteral(text)
 
 
 def _api_message(body: Any, response: httpx.Response) -> str:

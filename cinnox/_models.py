@@ -77,12 +77,13 @@ class ExtractionStats:
     drift: list[str] = field(default_factory=list)  # what each drifting read showed
 
 
-class NonFiniteNumber:
-    """A `NaN`, `Infinity` or `-Infinity` literal found in a response body.
+class NumberLiteral:
+    """A number in a response body that has no faithful Python value: a `NaN`, `Infinity` or
+    `-Infinity` literal (not JSON, but some servers write them), or one too large for a float.
 
-    JSON has no such numbers, but some servers write them. The page is still read; the value
-    stays this marker (not a float, which would serialise as null and lose it), so the record
-    holding it is rejected with a reason naming the field, and the others load.
+    The page is still read; the value stays this marker (not a float, which would serialise
+    as null and lose it), so only the record holding it is rejected, with a reason naming the
+    field, and the others load.
     """
 
     __slots__ = ("text",)
@@ -94,7 +95,7 @@ class NonFiniteNumber:
         return self.text
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, NonFiniteNumber) and other.text == self.text
+        return isinstance(other, NumberLiteral) and other.text == self.text
 
     def __hash__(self) -> int:
         return hash(self.text)
