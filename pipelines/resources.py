@@ -56,7 +56,7 @@ class CinnoxResource(dg.ConfigurableResource):  # type: ignore[type-arg]
     total_key: str = "total"
     requests_per_second: int = 10  # per app; 0: no limit
     # Where the per-app budget lives: a PostgreSQL URL shares it between every run and process
-    # (cinnox.api_request_budget); empty keeps it in this process, shared by this run only.
+    # (cinnox_ops.api_request_budget); empty keeps it in this process, shared by this run only.
     request_budget_url: str = Field(
         default="",
         repr=False,
