@@ -9,11 +9,19 @@ import dagster as dg
 import psycopg
 from sqlalchemy.exc import OperationalError
 
-from cinnox import CinnoxAuthError, CinnoxRequestError, CinnoxUnavailable, ExtractionStats, Page, Window
+from cinnox import (
+    CinnoxAuthError,
+    CinnoxRequestError,
+    CinnoxRetryLater,
+    CinnoxUnavailable,
+    ExtractionStats,
+    Page,
+    Window,
+)
 from pipelines.resources import CinnoxResource, WarehouseResource
 from pipelines.settings import DEFAULT_MAX_REJECT_SHARE, AppSettings, PipelineSettings
 from pipelines.table_metadata import api_table_schema, fact_column_lineage, fact_table_name, fact_table_schema
-from warehouse.load import LoadResult
+from warehouse.load import LoadResult, MergeLockTimeout
 
 GROUP = "cinnox"
 API_GROUP = "cinnox_api"
@@ -109,14 +117,21 @@ def _sent_campaigns_asset(
                     _logging_progress(client.sent_campaign_pages(window, stats), stats, context.log),
                     context.run.run_id,
                     max_reject_share=max_reject_share,
+                    logger=context.log,
                 )
         except CinnoxAuthError as exc:
             raise dg.Failure(
                 f"{exc} (the token comes from {cinnox.token_env_var(app.app_id) or 'the cinnox resource'})",
                 allow_retries=False,
             ) from exc
+        except CinnoxRetryLater as exc:
+            # CINNOX asked for a longer pause than a run should sit out: not retried by Dagster
+            # either; the schedule's next tick after `retry_at` reads the window again.
+            raise dg.Failure(str(exc), metadata={"retry_at": exc.retry_at.isoformat()}, allow_retries=False) from None
         except CinnoxRequestError as exc:
             raise dg.Failure(str(exc), allow_retries=False) from exc
+        except MergeLockTimeout as exc:
+            raise dg.Failure(str(exc)) from None
         except (CinnoxUnavailable, OperationalError, psycopg.OperationalError) as exc:
             # psycopg's own error: COPY runs on the driver connection, outside SQLAlchemy's wrapping.
             # Transient (CINNOX kept failing, the database connection dropped): try the whole

@@ -2,7 +2,8 @@
 
 import datetime
 import warnings
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import dagster as dg
 from dagster._utils.schedules import cron_string_iterator
@@ -10,6 +11,7 @@ from dagster._utils.schedules import cron_string_iterator
 from pipelines.assets import sent_campaigns_key
 from pipelines.resources import WarehouseResource
 from pipelines.settings import AppSettings, PipelineSettings
+from warehouse.db import retry_transient
 from warehouse.quality import (
     CheckOutcome,
     RefreshWindowEvidence,
@@ -23,6 +25,14 @@ from warehouse.quality import (
 )
 
 FRESHNESS_SENSOR = "cinnox_freshness_sensor"
+# How long a check keeps asking a database that went away (a restart, a failover) before it
+# fails: the load it checks has committed, and a restart must not fail the run for it.
+CHECK_RETRY_SECONDS = 120.0
+T = TypeVar("T")
+
+
+def _retrying(query: Callable[..., T], *args: Any) -> T:
+    return retry_transient(lambda: query(*args), budget=CHECK_RETRY_SECONDS)
 
 
 def _result(outcome: CheckOutcome, what: str) -> dg.AssetCheckResult:
@@ -110,7 +120,9 @@ def build_checks(app: AppSettings, refresh_days: int) -> list[dg.AssetChecksDefi
         blocking=True,
     )
     def unique_campaign_ids(warehouse: WarehouseResource) -> dg.AssetCheckResult:
-        return _result(duplicate_campaign_keys(warehouse.engine, app.app_id), "share their id with another row")
+        return _result(
+            _retrying(duplicate_campaign_keys, warehouse.engine, app.app_id), "share their id with another row"
+        )
 
     @dg.asset_check(
         asset=key,
@@ -118,7 +130,7 @@ def build_checks(app: AppSettings, refresh_days: int) -> list[dg.AssetChecksDefi
         description="No counter (recipients, delivered, read, replied, pending, failed) is below zero.",
     )
     def non_negative_counters(warehouse: WarehouseResource) -> dg.AssetCheckResult:
-        return _result(negative_counters(warehouse.engine, app.app_id), "have a negative counter")
+        return _result(_retrying(negative_counters, warehouse.engine, app.app_id), "have a negative counter")
 
     @dg.asset_check(
         asset=key,
@@ -126,7 +138,7 @@ def build_checks(app: AppSettings, refresh_days: int) -> list[dg.AssetChecksDefi
         description="delivered <= total_recipients and read <= delivered, where the channel reports both.",
     )
     def counters_in_order(warehouse: WarehouseResource) -> dg.AssetCheckResult:
-        return _result(counters_out_of_order(warehouse.engine, app.app_id), "count more than they could")
+        return _result(_retrying(counters_out_of_order, warehouse.engine, app.app_id), "count more than they could")
 
     @dg.asset_check(
         asset=key,
@@ -137,7 +149,9 @@ def build_checks(app: AppSettings, refresh_days: int) -> list[dg.AssetChecksDefi
         ),
     )
     def dimension_keys_resolve(warehouse: WarehouseResource) -> dg.AssetCheckResult:
-        return _result(dangling_dimension_keys(warehouse.engine, app.app_id), "have a key without its dimension")
+        return _result(
+            _retrying(dangling_dimension_keys, warehouse.engine, app.app_id), "have a key without its dimension"
+        )
 
     @dg.asset_check(
         asset=key,
@@ -159,7 +173,7 @@ def build_checks(app: AppSettings, refresh_days: int) -> list[dg.AssetChecksDefi
         metadata = {name: value.value for name, value in materialization.metadata.items()}
         start = datetime.datetime.fromisoformat(str(metadata["window_start"]))
         end = datetime.datetime.fromisoformat(str(metadata["window_end"]))
-        return reconcile(metadata, campaigns_in_window(warehouse.engine, app.app_id, start, end))
+        return reconcile(metadata, _retrying(campaigns_in_window, warehouse.engine, app.app_id, start, end))
 
     @dg.asset_check(
         asset=key,
@@ -170,7 +184,7 @@ def build_checks(app: AppSettings, refresh_days: int) -> list[dg.AssetChecksDefi
     def no_counter_regressions(
         context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource
     ) -> dg.AssetCheckResult:
-        outcome = counter_regressions(warehouse.engine, app.app_id, context.run.run_id)
+        outcome = _retrying(counter_regressions, warehouse.engine, app.app_id, context.run.run_id)
         result = _result(outcome, "had a counter go backwards (campaign.counter in the sample)")
         return dg.AssetCheckResult(
             passed=result.passed,
@@ -189,7 +203,7 @@ def build_checks(app: AppSettings, refresh_days: int) -> list[dg.AssetChecksDefi
         ),
     )
     def refresh_window_covers_changes(warehouse: WarehouseResource) -> dg.AssetCheckResult:
-        return _evidence_result(refresh_window_evidence(warehouse.engine, app.app_id, refresh_days))
+        return _evidence_result(_retrying(refresh_window_evidence, warehouse.engine, app.app_id, refresh_days))
 
     return [
         unique_campaign_ids,

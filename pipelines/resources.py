@@ -27,7 +27,7 @@ from cinnox import (
 from pipelines.settings import PipelineSettings, SettingsError
 from warehouse.budget import PostgresRateLimiter
 from warehouse.db import create_warehouse_engine
-from warehouse.load import LoadResult, SettlePolicy, load_sent_campaigns
+from warehouse.load import DEFAULT_MERGE_LOCK_TIMEOUT, LoadResult, SettlePolicy, load_sent_campaigns
 
 
 class CinnoxAppToken(dg.Config):
@@ -174,6 +174,10 @@ class WarehouseResource(dg.ConfigurableResource):  # type: ignore[type-arg]
     settle_final_days: int = Field(
         default=30, description="Complete counters first seen at least this long after the send count as settled."
     )
+    merge_lock_timeout_seconds: int = Field(
+        default=int(DEFAULT_MERGE_LOCK_TIMEOUT),
+        description="Longest wait for the app's merge lock before the load fails naming who holds it.",
+    )
     _engine: Engine | None = PrivateAttr(default=None)
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
@@ -197,12 +201,21 @@ class WarehouseResource(dg.ConfigurableResource):  # type: ignore[type-arg]
         pages: Iterable[Page],
         run_id: str | None,
         max_reject_share: float | None = None,
+        logger: logging.Logger | None = None,
     ) -> LoadResult:
         settle = SettlePolicy(
             quiet=timedelta(hours=self.settle_quiet_hours), final_age=timedelta(days=self.settle_final_days)
         )
         return load_sent_campaigns(
-            self.engine, app_id, window, pages, run_id=run_id, max_reject_share=max_reject_share, settle=settle
+            self.engine,
+            app_id,
+            window,
+            pages,
+            run_id=run_id,
+            max_reject_share=max_reject_share,
+            settle=settle,
+            lock_timeout=self.merge_lock_timeout_seconds,
+            logger=logger,
         )
 
 
@@ -247,14 +260,16 @@ REQUEST_BUDGETS = ("database", "process")
 WAREHOUSE_SETTINGS = {
     "settle_quiet_hours": "CINNOX_SETTLE_QUIET_HOURS",
     "settle_final_days": "CINNOX_SETTLE_FINAL_DAYS",
+    "merge_lock_timeout_seconds": "CINNOX_MERGE_LOCK_TIMEOUT_SECONDS",
 }
 
 
 def build_resources(settings: PipelineSettings, environ: Mapping[str, str]) -> dg.Definitions:
     # A tunable that is set becomes an EnvVar, so the UI shows where the value comes from;
     # one that is not keeps the resource's default.
-    for var, whole in TUNABLE_SETTINGS.values():
-        if whole and var in environ:
+    whole_numbers = [var for var, whole in TUNABLE_SETTINGS.values() if whole] + list(WAREHOUSE_SETTINGS.values())
+    for var in whole_numbers:
+        if var in environ:
             text = environ[var].strip()
             if not text.isdigit():  # "-1" included: a negative rate would silently mean "no limit"
                 raise SettingsError(f"{var}: {environ[var]!r} is not a whole number >= 0")
