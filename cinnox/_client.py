@@ -9,6 +9,7 @@ import math
 import random
 import re
 import ssl
+import sys
 import time
 from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
@@ -40,6 +41,7 @@ DEFAULT_MAX_RESPONSE_BYTES = 16 * 1024 * 1024
 # newline from a mounted secret file, CR, NUL) makes h11 refuse the header with the value in
 # its message, so such a value is refused up front without ever being shown.
 _HEADER_VALUE = re.compile(r"[\x21-\x7e]+")
+_JSON_DEPTH = 3000  # the stdlib parser's recursion limit, above orjson's 1,024 levels
 _HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 
 
@@ -511,10 +513,16 @@ def parse_json_body(content: bytes) -> Any:
         return orjson.loads(content)
     except orjson.JSONDecodeError:
         pass
+    # At least as deep as orjson reads (1,024 levels): a page holding both a NaN and a deeply
+    # nested record must not be refused for the nesting alone.
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(max(limit, _JSON_DEPTH))
     try:
         return json.loads(content, parse_constant=NumberLiteral, parse_float=_parse_float, parse_int=_parse_int)
     except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
         return None
+    finally:
+        sys.setrecursionlimit(limit)
 
 
 def _parse_float(text: str) -> float | NumberLiteral:
