@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 import httpx
 import orjson
 
+from cinnox._deadline import RequestDeadline, transport_with_deadline
 from cinnox._endpoints import SENT_CAMPAIGNS_SUMMARY, Endpoint
 from cinnox._errors import (
     CinnoxAuthError,
@@ -171,13 +172,16 @@ class CinnoxClient:
         self._limiter = rate_limiter or RateLimiter(None)
         self.max_reads = max_reads
         self._rng = random.Random()
+        # Never False: a CA bundle may add trust, nothing here can take verification away.
+        verify: ssl.SSLContext | bool = ssl.create_default_context(cafile=ca_bundle) if ca_bundle else True
+        self._deadline = RequestDeadline()
         self._http = httpx.Client(
             base_url=self.base_url,
             auth=_AppTokenAuth(auth_header, auth_scheme, token),
             timeout=httpx.Timeout(timeout),
-            # Never False: a CA bundle may add trust, nothing here can take verification away.
-            verify=ssl.create_default_context(cafile=ca_bundle) if ca_bundle else True,
-            transport=transport,
+            verify=verify,
+            # Every socket operation gets at most what is left of the request's total deadline.
+            transport=transport if transport is not None else transport_with_deadline(verify, self._deadline),
             headers={"Accept": "application/json", "User-Agent": "cinnox-warehouse/0.1"},
         )
 
@@ -360,13 +364,14 @@ class CinnoxClient:
         """One request, bounded in time and size.
 
         httpx's timeout bounds each read, not the request: a server sending a byte every few
-        seconds would hold it forever. The body is streamed, and the request given up once it
-        has taken longer than the timeout in all (at worst the timeout plus one read's).
+        seconds would hold it forever. Every socket operation gets only what is left of the
+        timeout (`RequestDeadline`), headers included; with a transport passed in from outside,
+        the streamed body is still checked chunk by chunk.
         The decoded body is counted as it arrives, so a compressed "bomb" is cut off at
         `max_response_bytes` instead of being inflated into memory.
         """
         deadline = time.monotonic() + self.timeout
-        with self._http.stream("GET", path, params=params) as response:
+        with self._deadline.within(self.timeout), self._http.stream("GET", path, params=params) as response:
             chunks: list[bytes] = []
             size = 0
             for chunk in response.iter_bytes():
