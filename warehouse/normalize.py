@@ -104,8 +104,9 @@ def _reject(
     *,
     storable: bool = True,  # False: jsonb would refuse it, so keep it as text
 ) -> Rejection:
-    if campaign_id is None and isinstance(record, dict) and isinstance(record.get("id"), str):
-        campaign_id = record["id"] or None
+    if campaign_id is None and isinstance(record, dict):
+        value = dict.get(record, "id")  # the plain dict's, whatever a subclass does
+        campaign_id = value if isinstance(value, str) and value else None
     if campaign_id is not None and not is_storable_text(campaign_id):
         campaign_id = None
     text = encoded.decode()
