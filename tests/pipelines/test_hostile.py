@@ -404,9 +404,16 @@ def test_checks_ask_again_when_the_database_drops_them(warehouse: Engine) -> Non
 
     assert retry_transient(query, budget=30) == 42
     assert len(attempts) == 2
+
     # A real error is not asked again.
+    def wrong() -> int:
+        attempts.append(1)
+        with warehouse.connect() as conn:
+            return int(conn.scalar(text("SELECT 1 / 0")) or 0)
+
     with pytest.raises(Exception, match="division by zero"):
-        retry_transient(lambda: warehouse.connect().execute(text("SELECT 1 / 0")), budget=30)
+        retry_transient(wrong, budget=30)
+    assert len(attempts) == 3
 
 
 def test_an_oversize_page_fails_the_run_clearly_without_retries(
