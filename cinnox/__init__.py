@@ -9,13 +9,14 @@
 The simulator that implements the same contract on loopback is `cinnox.simulator`.
 """
 
-from cinnox._client import CinnoxClient, is_loopback_url
+from cinnox._client import DEFAULT_MAX_RESPONSE_BYTES, CinnoxClient, is_loopback_url, parse_json_body
 from cinnox._endpoints import SENT_CAMPAIGNS_SUMMARY, Endpoint
 from cinnox._errors import (
     CinnoxAuthError,
     CinnoxError,
     CinnoxPaginationDrift,
     CinnoxRequestError,
+    CinnoxRetryLater,
     CinnoxUnavailable,
     CinnoxUnreachable,
 )
@@ -23,6 +24,7 @@ from cinnox._models import (
     Channel,
     ChunkRead,
     ExtractionStats,
+    NumberLiteral,
     Page,
     Probe,
     ReadStopped,
@@ -38,6 +40,7 @@ from cinnox._retry import RetryPolicy, parse_retry_after
 
 __all__ = [
     "COUNTER_FIELDS",
+    "DEFAULT_MAX_RESPONSE_BYTES",
     "SENT_CAMPAIGNS_SUMMARY",
     "Channel",
     "ChunkRead",
@@ -46,11 +49,13 @@ __all__ = [
     "CinnoxError",
     "CinnoxPaginationDrift",
     "CinnoxRequestError",
+    "CinnoxRetryLater",
     "CinnoxUnavailable",
     "CinnoxUnreachable",
     "Endpoint",
     "ExtractionStats",
     "InvalidRecord",
+    "NumberLiteral",
     "Page",
     "Probe",
     "RateLimiter",
@@ -63,6 +68,7 @@ __all__ = [
     "format_rfc3339",
     "is_loopback_url",
     "normalize_channel",
+    "parse_json_body",
     "parse_retry_after",
     "parse_send_time",
     "parse_sent_campaign",

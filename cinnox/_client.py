@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import ipaddress
+import json
 import logging
+import math
 import random
+import re
 import ssl
+import sys
 import time
 from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import urlsplit
@@ -17,17 +21,20 @@ from urllib.parse import urlsplit
 import httpx
 import orjson
 
+from cinnox._deadline import RequestDeadline, transport_with_deadline
 from cinnox._endpoints import SENT_CAMPAIGNS_SUMMARY, Endpoint
 from cinnox._errors import (
     CinnoxAuthError,
     CinnoxPaginationDrift,
     CinnoxRequestError,
+    CinnoxRetryLater,
     CinnoxUnavailable,
     CinnoxUnreachable,
 )
 from cinnox._models import (
     ChunkRead,
     ExtractionStats,
+    NumberLiteral,
     Page,
     Probe,
     ReadStopped,
@@ -41,6 +48,15 @@ from cinnox._retry import CODE_BAD_QUERY, TRANSIENT_CODES, RetryPolicy, parse_re
 _REDACTED = "********"
 _SUCCESS_CODES = (None, 0, "0", 200)  # the envelope's `code` on success; see docs/cinnox-api.md
 _FIRST_CONTACT_ATTEMPTS = 3  # refused connections before the first answer, then give up for good
+# 100 records of a few hundred bytes each are well under 1 MiB; 16 MiB leaves room for
+# verbose records while a compressed "bomb" is cut off long before it costs real memory.
+DEFAULT_MAX_RESPONSE_BYTES = 16 * 1024 * 1024
+# What an HTTP header value may hold here: visible ASCII. A control character (a trailing
+# newline from a mounted secret file, CR, NUL) makes h11 refuse the header with the value in
+# its message, so such a value is refused up front without ever being shown.
+_HEADER_VALUE = re.compile(r"[\x21-\x7e]+")
+_JSON_DEPTH = 3000  # the stdlib parser's recursion limit, above orjson's 1,024 levels
+_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 
 
 class _AppTokenAuth(httpx.Auth):
@@ -107,8 +123,20 @@ class CinnoxClient:
         max_reads: int = 4,
         ca_bundle: str | None = None,
         allow_plain_http: bool = False,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
         read_clock: Callable[[], datetime] | None = None,
     ) -> None:
+        try:
+            parts = urlsplit(base_url)
+            has_userinfo = parts.username is not None or parts.password is not None or "@" in parts.netloc
+        except ValueError:
+            raise ValueError("CINNOX base URL is not a valid URL") from None
+        if has_userinfo:
+            # Never echoed: the part before "@" is a user name and password.
+            raise ValueError(
+                "CINNOX base URL carries credentials (user:password@host); remove them: the App Token is "
+                "the only credential sent to CINNOX, and a URL is printed in errors"
+            )
         if not base_url.startswith(("http://", "https://")):
             raise ValueError(f"CINNOX base URL must start with http:// or https://, got {base_url!r}")
         if base_url.startswith("http://") and not allow_plain_http and not is_loopback_url(base_url):
@@ -123,6 +151,21 @@ class CinnoxClient:
             raise ValueError("CINNOX app id is empty")
         if not token:
             raise CinnoxAuthError(f"no App Token given for CINNOX app {app_id!r}", app_id=app_id)
+        if not _HEADER_VALUE.fullmatch(token):
+            raise ValueError(
+                f"CINNOX app {app_id!r}: the App Token holds a character an HTTP header cannot carry (a control "
+                "character such as a trailing newline or NUL, a space, or non-ASCII); a secret read from a file "
+                "often ends in a newline: strip it where the secret is set"
+            )
+        if auth_scheme and not _HEADER_VALUE.fullmatch(auth_scheme):
+            raise ValueError(
+                "the auth scheme holds a character an HTTP header cannot carry (a control character such as "
+                "a trailing newline, a space, or non-ASCII)"
+            )
+        if not _HEADER_NAME.fullmatch(auth_header):
+            raise ValueError("the auth header name holds a character an HTTP header name cannot carry")
+        if max_response_bytes < 1:
+            raise ValueError(f"max_response_bytes must be positive, got {max_response_bytes}")
         if page_size < 1 or (endpoint.max_limit is not None and page_size > endpoint.max_limit):
             limit = endpoint.max_limit or "the API maximum"
             raise ValueError(f"page size must be between 1 and {limit}, got {page_size}")
@@ -134,6 +177,9 @@ class CinnoxClient:
         self.endpoint = endpoint
         self.retry = retry or RetryPolicy()
         self._token = token
+        self._auth_value = _AppTokenAuth(auth_header, auth_scheme, token)._value
+        self.timeout = timeout
+        self.max_response_bytes = max_response_bytes
         self._log = logger or logging.getLogger("cinnox.client")
         self._sleep = sleep
         self._clock = clock
@@ -144,13 +190,16 @@ class CinnoxClient:
         # is newer never depends on the clocks of the workers that made them.
         self.read_clock = read_clock or _utc_now
         self._rng = random.Random()
+        # Never False: a CA bundle may add trust, nothing here can take verification away.
+        verify: ssl.SSLContext | bool = ssl.create_default_context(cafile=ca_bundle) if ca_bundle else True
+        self._deadline = RequestDeadline()
         self._http = httpx.Client(
             base_url=self.base_url,
             auth=_AppTokenAuth(auth_header, auth_scheme, token),
             timeout=httpx.Timeout(timeout),
-            # Never False: a CA bundle may add trust, nothing here can take verification away.
-            verify=ssl.create_default_context(cafile=ca_bundle) if ca_bundle else True,
-            transport=transport,
+            verify=verify,
+            # Every socket operation gets at most what is left of the request's total deadline.
+            transport=transport if transport is not None else transport_with_deadline(verify, self._deadline),
             headers={"Accept": "application/json", "User-Agent": "cinnox-warehouse/0.1"},
         )
 
@@ -311,12 +360,15 @@ class CinnoxClient:
             endpoint.limit_param: str(limit or self.page_size),
         }
         failure: _Transient | None = None
-        cause: Exception | None = None
         began = self._clock()
         attempt = 0
         for attempt in range(1, self.retry.max_attempts + 1):
             if failure is not None:
                 delay = self.retry.delay(attempt - 1, failure.retry_after, self._rng)
+                if failure.retry_after is not None and failure.retry_after > min(
+                    self.retry.max_elapsed, self.retry.max_retry_after
+                ):
+                    raise self._retry_later(window, offset, failure)
                 if self._clock() - began + delay > self.retry.max_elapsed:
                     attempt -= 1
                     break
@@ -333,10 +385,11 @@ class CinnoxClient:
             stats.rate_limit_wait_seconds += self._limiter.acquire()
             stats.requests += 1
             try:
-                response = self._http.get(path, params=params)
-            except httpx.TransportError as exc:
-                # Timeouts, refused or dropped connections, bodies cut short: all worth a retry.
-                failure, cause = _Transient(None, None, f"{type(exc).__name__}: {exc}".rstrip(": ")), exc
+                sent = self._send(path, params, window, offset)
+            except httpx.RequestError as exc:
+                # Timeouts, refused or dropped connections, bodies cut short or undecodable: all
+                # worth a retry. The message is rebuilt, never passed on: some hold the headers.
+                failure = _Transient(None, None, self._transport_message(exc))
                 stats.statuses[type(exc).__name__] = stats.statuses.get(type(exc).__name__, 0) + 1
                 if isinstance(exc, httpx.ConnectError) and not self._answered and attempt >= _FIRST_CONTACT_ATTEMPTS:
                     # Never reached at all: a wrong base URL or a server that is down. Minutes of
@@ -348,13 +401,22 @@ class CinnoxClient:
                         app_id=self.app_id,
                     ) from None
                 continue
+            if isinstance(sent, _Transient):
+                failure = sent
+                stats.statuses["TotalTimeout"] = stats.statuses.get("TotalTimeout", 0) + 1
+                continue
             self._answered = True
+            response, content = sent
             stats.statuses[str(response.status_code)] = stats.statuses.get(str(response.status_code), 0) + 1
-            outcome = self._read(response, window, offset, attempt)
+            outcome = self._read(response, content, window, offset, attempt)
             if isinstance(outcome, Page):
                 return outcome
-            failure, cause = outcome, None
+            failure = outcome
         assert failure is not None
+        if failure.retry_after is not None and failure.retry_after > min(
+            self.retry.max_elapsed, self.retry.max_retry_after
+        ):
+            raise self._retry_later(window, offset, failure)
         raise CinnoxUnavailable(
             self._describe(window, offset, failure.status, failure.code, failure.message)
             + f"; gave up after {attempt} attempts in {self._clock() - began:.1f}s"
@@ -363,13 +425,73 @@ class CinnoxClient:
             status_code=failure.status,
             api_code=_as_code(failure.code),
             api_message=failure.message,
-        ) from cause
+        ) from None  # never chained: a transport error's message can hold the request's headers
 
-    def _read(self, response: httpx.Response, window: Window, offset: int, attempt: int) -> Page | _Transient:
+    def _send(
+        self, path: str, params: dict[str, str], window: Window, offset: int
+    ) -> tuple[httpx.Response, bytes] | _Transient:
+        """One request, bounded in time and size.
+
+        httpx's timeout bounds each read, not the request: a server sending a byte every few
+        seconds would hold it forever. Every socket operation gets only what is left of the
+        timeout (`RequestDeadline`), headers included; with a transport passed in from outside,
+        the streamed body is still checked chunk by chunk.
+        The decoded body is counted as it arrives, so a compressed "bomb" is cut off at
+        `max_response_bytes` instead of being inflated into memory.
+        """
+        deadline = time.monotonic() + self.timeout
+        with self._deadline.within(self.timeout), self._http.stream("GET", path, params=params) as response:
+            chunks: list[bytes] = []
+            size = 0
+            for chunk in response.iter_bytes():
+                size += len(chunk)
+                if size > self.max_response_bytes:
+                    raise CinnoxRequestError(
+                        self._describe(window, offset, response.status_code, None, "response body too large")
+                        + f": more than {self.max_response_bytes} bytes once decompressed "
+                        "(CINNOX_MAX_RESPONSE_BYTES); not retried. Lower CINNOX_PAGE_SIZE, or raise the limit "
+                        "if pages this large are expected",
+                        app_id=self.app_id,
+                        status_code=response.status_code,
+                    )
+                chunks.append(chunk)
+                if time.monotonic() > deadline:
+                    return _Transient(
+                        None,
+                        None,
+                        f"the response took longer than {self.timeout:g}s in all (CINNOX_TIMEOUT_SECONDS) "
+                        f"and was given up after {size} bytes",
+                    )
+        return response, b"".join(chunks)
+
+    def _transport_message(self, exc: httpx.RequestError) -> str:
+        name = type(exc).__name__
+        if isinstance(exc, httpx.LocalProtocolError):
+            # h11 names the offending header, value included: never repeat it.
+            return f"{name}: the request could not be sent (details withheld: they may hold a header)"
+        text = self._redact(str(exc))
+        return f"{name}: {text}".rstrip(": ")
+
+    def _retry_later(self, window: Window, offset: int, failure: _Transient) -> CinnoxRetryLater:
+        assert failure.retry_after is not None
+        retry_at = datetime.now(UTC) + timedelta(seconds=failure.retry_after)
+        return CinnoxRetryLater(
+            self._describe(window, offset, failure.status, failure.code, failure.message)
+            + f"; CINNOX asked to wait {failure.retry_after:.0f}s (Retry-After), longer than the retry budget "
+            f"({min(self.retry.max_elapsed, self.retry.max_retry_after):g}s, CINNOX_RETRY_BUDGET_SECONDS): not "
+            f"retried, come back after {format_rfc3339(retry_at)}",
+            app_id=self.app_id,
+            retry_at=retry_at,
+            status_code=failure.status,
+        )
+
+    def _read(
+        self, response: httpx.Response, content: bytes, window: Window, offset: int, attempt: int
+    ) -> Page | _Transient:
         """A page, a transient failure to retry, or an exception for a permanent one."""
         status = response.status_code
         retry_after = parse_retry_after(response.headers.get("Retry-After"))
-        body = _json_or_none(response.content)
+        body = parse_json_body(content)
         code = body.get("code") if isinstance(body, dict) else None
         message = self._redact(_api_message(body, response))
 
@@ -395,7 +517,7 @@ class CinnoxClient:
             )
         if not isinstance(body, dict):
             # A proxy's HTML page or JSON cut short: the next attempt may well be whole.
-            return _Transient(status, None, f"response body is not a JSON object ({len(response.content)} bytes)")
+            return _Transient(status, None, f"response body is not a JSON object ({len(content)} bytes)")
         records = body.get(self.endpoint.records_key)
         if not isinstance(records, list):
             raise CinnoxRequestError(
@@ -426,7 +548,10 @@ class CinnoxClient:
         return f"CINNOX app {self.app_id!r}, window {window}, offset {offset}: {said}: {message}"
 
     def _redact(self, text: str) -> str:
-        return text.replace(self._token, _REDACTED) if self._token in text else text
+        for secret in (self._auth_value, self._token):
+            if secret in text:
+                text = text.replace(secret, _REDACTED)
+        return text
 
 
 class _ReadCheck:
@@ -526,18 +651,45 @@ def _record_key(record: object) -> str | None:
     """The id paging drift is judged by; None for a record without a usable one."""
     if isinstance(record, dict):
         value = record.get("id")
-        if isinstance(value, str) and value.strip():
-            return value.strip()
+        if isinstance(value, str) and value:
+            return value  # byte for byte: ids that differ only in spaces are different ids
         if isinstance(value, int) and not isinstance(value, bool):
             return str(value)
     return None
 
 
-def _json_or_none(content: bytes) -> Any:
+def parse_json_body(content: bytes) -> Any:
+    """The JSON value of a response body; None when it is not JSON.
+
+    orjson first (fast). What it refuses, the stdlib may still read: `NaN`/`Infinity`
+    literals (kept as `NumberLiteral`, so only the records holding them are rejected) and
+    escaped lone surrogates (rejected per record by the loader). Nesting too deep for either
+    parser is not JSON this client can read.
+    """
     try:
         return orjson.loads(content)
     except orjson.JSONDecodeError:
+        pass
+    # At least as deep as orjson reads (1,024 levels): a page holding both a NaN and a deeply
+    # nested record must not be refused for the nesting alone.
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(max(limit, _JSON_DEPTH))
+    try:
+        return json.loads(content, parse_constant=NumberLiteral, parse_float=_parse_float, parse_int=_parse_int)
+    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
         return None
+    finally:
+        sys.setrecursionlimit(limit)
+
+
+def _parse_float(text: str) -> float | NumberLiteral:
+    value = float(text)
+    return value if math.isfinite(value) else NumberLiteral(text)
+
+
+def _parse_int(text: str) -> int | NumberLiteral:
+    # Python refuses to convert more than 4,300 digits; no counter or id is that long.
+    return int(text) if len(text) <= 1000 else NumberLiteral(text)
 
 
 def _api_message(body: Any, response: httpx.Response) -> str:

@@ -123,6 +123,30 @@ class ExtractionStats:
     drift: list[str] = field(default_factory=list)  # what each drifting read showed
 
 
+class NumberLiteral:
+    """A number in a response body that has no faithful Python value: a `NaN`, `Infinity` or
+    `-Infinity` literal (not JSON, but some servers write them), or one too large for a float.
+
+    The page is still read; the value stays this marker (not a float, which would serialise
+    as null and lose it), so only the record holding it is rejected, with a reason naming the
+    field, and the others load.
+    """
+
+    __slots__ = ("text",)
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def __repr__(self) -> str:
+        return self.text
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, NumberLiteral) and other.text == self.text
+
+    def __hash__(self) -> int:
+        return hash(self.text)
+
+
 class Channel(enum.StrEnum):
     """Campaign channels CINNOX reports; the value is the spelling the doc uses."""
 

@@ -14,6 +14,9 @@ from cinnox._models import Channel, Sender, SentCampaign
 
 # Counters are stored as PostgreSQL integer; a larger value would abort the whole load.
 MAX_COUNTER = 2_147_483_647
+# A campaign id is an identifier, keyed on in every layer; a btree entry holds at most ~2.7 KB,
+# so a longer "id" is refused rather than failing the whole load.
+MAX_ID_LENGTH = 512
 COUNTER_FIELDS = ("totalRecipients", "delivered", "read", "replied", "pending", "failed")
 _CHANNELS = {"sms": Channel.SMS, "whatsapp": Channel.WHATSAPP}
 _NUMERIC_STRING = re.compile(r"\+?\d+(\.0*)?")
@@ -39,6 +42,9 @@ def parse_sent_campaign(record: object) -> SentCampaign:
     """Validate and normalise one record of the sent-campaigns summary.
 
     Absent or null fields become None (never 0): which fields exist depends on the channel.
+    Free text (the id, names, subject, sender fields) is kept byte for byte: not trimmed, and
+    an empty string stays an empty string; only JSON null or an absent field is None. Only
+    the channel, a closed set, is normalised.
     Raises `InvalidRecord` with every reason when the record cannot be loaded.
     """
     well_formed = parse_well_formed(record)
@@ -104,14 +110,14 @@ def parse_well_formed(record: object) -> SentCampaign | None:
     channel = _EXACT_CHANNELS.get(raw_channel) if type(raw_channel) is str else None
     if type(campaign_id) is not str or type(date) is not str or channel is None:
         return None
-    campaign_id = campaign_id.strip()
-    if not campaign_id:
+    if not campaign_id or len(campaign_id) > MAX_ID_LENGTH:
         return None
     try:
-        sent_at = datetime.fromisoformat(date.strip())
-    except ValueError:
-        return None
-    if sent_at.tzinfo is None:
+        parsed = datetime.fromisoformat(date.strip())
+        if parsed.tzinfo is None:
+            return None
+        sent_at = parsed.astimezone(UTC)
+    except (ValueError, OverflowError):
         return None
     text: list[str | None] = []
     for name in ("campaignName", "createdBy", "subject"):
@@ -119,7 +125,7 @@ def parse_well_formed(record: object) -> SentCampaign | None:
         if value is None:
             text.append(None)
         elif type(value) is str:
-            text.append(value.strip() or None)
+            text.append(value)
         else:
             return None
     raw_sender = get("sender")
@@ -132,7 +138,7 @@ def parse_well_formed(record: object) -> SentCampaign | None:
             if value is None:
                 parts.append(None)
             elif type(value) is str:
-                parts.append(value.strip() or None)
+                parts.append(value)
             else:
                 return None
         sender = Sender(phone=parts[0], channel_name=parts[1], source_name=parts[2], sender_eid=parts[3])
@@ -147,7 +153,7 @@ def parse_well_formed(record: object) -> SentCampaign | None:
             return None
     return SentCampaign(
         id=campaign_id,
-        sent_at=sent_at.astimezone(UTC),
+        sent_at=sent_at,
         channel=channel,
         campaign_name=text[0],
         created_by=text[1],
@@ -165,8 +171,11 @@ def parse_well_formed(record: object) -> SentCampaign | None:
 def _parse_id(value: object, reasons: list[str]) -> str | None:
     if isinstance(value, int) and not isinstance(value, bool):
         return str(value)
-    if isinstance(value, str) and value.strip():
-        return value.strip()
+    if isinstance(value, str) and len(value) > MAX_ID_LENGTH:
+        reasons.append(f"id {_show(value)} is longer than {MAX_ID_LENGTH} characters ({len(value)})")
+        return None
+    if isinstance(value, str) and value:
+        return value  # byte for byte: "a" and " a" are two campaigns
     reasons.append("id is missing" if value is None or value == "" else f"id {_show(value)} is not a string")
     return None
 
@@ -191,7 +200,11 @@ def _parse_date(value: object, reasons: list[str]) -> datetime | None:
     if parsed.tzinfo is None:
         reasons.append(f"date {_show(value)} has no UTC offset")
         return None
-    return parsed.astimezone(UTC)
+    try:
+        return parsed.astimezone(UTC)
+    except OverflowError:  # 0001-01-01T00:30+01:00 is before year 1 in UTC
+        reasons.append(f"date {_show(value)} is outside the years 1 to 9999 once in UTC")
+        return None
 
 
 def _parse_sender(value: object, reasons: list[str]) -> Sender:
@@ -213,7 +226,7 @@ def _optional_text(record: Mapping[str, object], name: str, reasons: list[str], 
     if value is None:
         return None
     if isinstance(value, str):
-        return value.strip() or None
+        return value  # free text, byte for byte: "" stays "", "  " stays "  "
     # A phone number or EID sent as a JSON number is still the same identifier.
     if isinstance(value, int) and not isinstance(value, bool):
         return str(value)
@@ -233,7 +246,10 @@ def _parse_counter(record: Mapping[str, object], name: str, reasons: list[str]) 
     elif isinstance(value, float):
         number = int(value) if math.isfinite(value) and value.is_integer() else None
     elif isinstance(value, str) and _NUMERIC_STRING.fullmatch(value.strip()):
-        number = int(float(value.strip())) if "." in value else int(value.strip())
+        # The whole part only, and never more digits than any counter can have: Python refuses
+        # to convert 4,300+ digits, and float("1" * 400) is infinite.
+        whole = value.strip().split(".")[0].lstrip("+").lstrip("0") or "0"
+        number = int(whole) if len(whole) <= len(str(MAX_COUNTER)) else MAX_COUNTER + 1
     elif isinstance(value, str) and value.strip().startswith("-") and _NUMERIC_STRING.fullmatch(value.strip()[1:]):
         number = -1  # reported as negative below
     else:

@@ -7,12 +7,12 @@ from typing import Any
 
 import dagster as dg
 
-from cinnox import CinnoxAuthError, CinnoxRequestError, CinnoxUnavailable, Window
+from cinnox import CinnoxAuthError, CinnoxRequestError, CinnoxRetryLater, CinnoxUnavailable, Window
 from pipelines.resources import CinnoxResource, WarehouseResource
 from pipelines.settings import DEFAULT_MAX_REJECT_SHARE, AppSettings, PipelineSettings
 from pipelines.table_metadata import api_table_schema, fact_column_lineage, fact_table_name, fact_table_schema
 from warehouse.errors import classify
-from warehouse.load import DayFigures, LedgerKey, LoadResult
+from warehouse.load import DayFigures, LedgerKey, LoadResult, MergeLockTimeout
 from warehouse.load.chunks import ChunkProgress, WindowLoad
 
 GROUP = "cinnox"
@@ -118,8 +118,14 @@ def _sent_campaigns_asset(
                 f"{exc} (the token comes from {cinnox.token_env_var(app.app_id) or 'the cinnox resource'})",
                 allow_retries=False,
             ) from exc
+        except CinnoxRetryLater as exc:
+            # CINNOX asked for a longer pause than a run should sit out: not retried by Dagster
+            # either; the schedule's next tick after `retry_at` reads the window again.
+            raise dg.Failure(str(exc), metadata={"retry_at": exc.retry_at.isoformat()}, allow_retries=False) from None
         except CinnoxRequestError as exc:
             raise dg.Failure(str(exc), allow_retries=False) from exc
+        except MergeLockTimeout as exc:
+            raise dg.Failure(str(exc), allow_retries=False) from None
         except CinnoxUnavailable as exc:
             # CINNOX kept failing, or paging kept drifting: try again later; the retry skips
             # the chunks already committed.

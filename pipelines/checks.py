@@ -2,8 +2,8 @@
 
 import datetime
 import warnings
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TypeVar
 
 import dagster as dg
 from dagster._utils.schedules import cron_string_iterator
@@ -11,6 +11,7 @@ from dagster._utils.schedules import cron_string_iterator
 from pipelines.assets import sent_campaigns_key
 from pipelines.resources import WarehouseResource
 from pipelines.settings import AppSettings, PipelineSettings
+from warehouse.db import retry_transient
 from warehouse.quality import (
     CheckOutcome,
     RefreshWindowEvidence,
@@ -25,6 +26,14 @@ from warehouse.quality import (
 )
 
 FRESHNESS_SENSOR = "cinnox_freshness_sensor"
+# How long a check keeps asking a database that went away (a restart, a failover) before it
+# fails: the load it checks has committed, and a restart must not fail the run for it.
+CHECK_RETRY_SECONDS = 120.0
+T = TypeVar("T")
+
+
+def _retrying(query: Callable[..., T], *args: Any) -> T:
+    return retry_transient(lambda: query(*args), budget=CHECK_RETRY_SECONDS)
 
 
 def _result(outcome: CheckOutcome, what: str) -> dg.AssetCheckResult:
@@ -126,7 +135,9 @@ def build_checks(app: AppSettings, refresh_days: int) -> list[dg.AssetChecksDefi
         blocking=True,
     )
     def unique_campaign_ids(warehouse: WarehouseResource) -> dg.AssetCheckResult:
-        return _result(duplicate_campaign_keys(warehouse.engine, app.app_id), "share their id with another row")
+        return _result(
+            _retrying(duplicate_campaign_keys, warehouse.engine, app.app_id), "share their id with another row"
+        )
 
     @dg.asset_check(
         asset=key,
@@ -134,7 +145,7 @@ def build_checks(app: AppSettings, refresh_days: int) -> list[dg.AssetChecksDefi
         description="No counter (recipients, delivered, read, replied, pending, failed) is below zero.",
     )
     def non_negative_counters(warehouse: WarehouseResource) -> dg.AssetCheckResult:
-        return _result(negative_counters(warehouse.engine, app.app_id), "have a negative counter")
+        return _result(_retrying(negative_counters, warehouse.engine, app.app_id), "have a negative counter")
 
     @dg.asset_check(
         asset=key,
@@ -142,7 +153,7 @@ def build_checks(app: AppSettings, refresh_days: int) -> list[dg.AssetChecksDefi
         description="delivered <= total_recipients and read <= delivered, where the channel reports both.",
     )
     def counters_in_order(warehouse: WarehouseResource) -> dg.AssetCheckResult:
-        return _result(counters_out_of_order(warehouse.engine, app.app_id), "count more than they could")
+        return _result(_retrying(counters_out_of_order, warehouse.engine, app.app_id), "count more than they could")
 
     @dg.asset_check(
         asset=key,
@@ -153,7 +164,9 @@ def build_checks(app: AppSettings, refresh_days: int) -> list[dg.AssetChecksDefi
         ),
     )
     def dimension_keys_resolve(warehouse: WarehouseResource) -> dg.AssetCheckResult:
-        return _result(dangling_dimension_keys(warehouse.engine, app.app_id), "have a key without its dimension")
+        return _result(
+            _retrying(dangling_dimension_keys, warehouse.engine, app.app_id), "have a key without its dimension"
+        )
 
     @dg.asset_check(
         asset=key,
@@ -168,14 +181,14 @@ def build_checks(app: AppSettings, refresh_days: int) -> list[dg.AssetChecksDefi
     ) -> dg.AssetCheckResult:
         # This run's chunks (its retries included); run on its own, the app's latest run's.
         family = context.run.root_run_id or context.run.run_id
-        chunks = run_chunks(warehouse.engine, app.app_id, family)
+        chunks = _retrying(run_chunks, warehouse.engine, app.app_id, family)
         if not chunks:
             return dg.AssetCheckResult(
                 passed=False, severity=dg.AssetCheckSeverity.WARN, description="No chunk loaded yet"
             )
         start = min(chunk["window_start"] for chunk in chunks)
         end = max(chunk["window_end"] for chunk in chunks)
-        return reconcile(chunks, campaigns_in_window(warehouse.engine, app.app_id, start, end))
+        return reconcile(chunks, _retrying(campaigns_in_window, warehouse.engine, app.app_id, start, end))
 
     @dg.asset_check(
         asset=key,
@@ -186,7 +199,7 @@ def build_checks(app: AppSettings, refresh_days: int) -> list[dg.AssetChecksDefi
     def no_counter_regressions(
         context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource
     ) -> dg.AssetCheckResult:
-        outcome = counter_regressions(warehouse.engine, app.app_id, context.run.run_id)
+        outcome = _retrying(counter_regressions, warehouse.engine, app.app_id, context.run.run_id)
         result = _result(outcome, "had a counter go backwards (campaign.counter in the sample)")
         return dg.AssetCheckResult(
             passed=result.passed,
@@ -205,7 +218,7 @@ def build_checks(app: AppSettings, refresh_days: int) -> list[dg.AssetChecksDefi
         ),
     )
     def refresh_window_covers_changes(warehouse: WarehouseResource) -> dg.AssetCheckResult:
-        return _evidence_result(refresh_window_evidence(warehouse.engine, app.app_id, refresh_days))
+        return _evidence_result(_retrying(refresh_window_evidence, warehouse.engine, app.app_id, refresh_days))
 
     return [
         unique_campaign_ids,

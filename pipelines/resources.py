@@ -3,21 +3,31 @@
 from __future__ import annotations
 
 import logging
+import re
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
 from datetime import timedelta
 from typing import Any
+from urllib.parse import urlsplit
 
 import dagster as dg
 from pydantic import Field, PrivateAttr
 from sqlalchemy import Engine
 
-from cinnox import SENT_CAMPAIGNS_SUMMARY, CinnoxClient, Page, RateLimiter, RetryPolicy, Window
+from cinnox import (
+    DEFAULT_MAX_RESPONSE_BYTES,
+    SENT_CAMPAIGNS_SUMMARY,
+    CinnoxClient,
+    Page,
+    RateLimiter,
+    RetryPolicy,
+    Window,
+)
 from pipelines.settings import PipelineSettings, SettingsError
 from warehouse.budget import PostgresRateLimiter
 from warehouse.db import create_warehouse_engine
-from warehouse.load import LedgerKey, LoadResult, SettlePolicy, load_sent_campaigns
+from warehouse.load import DEFAULT_MERGE_LOCK_TIMEOUT, LedgerKey, LoadResult, SettlePolicy, load_sent_campaigns
 from warehouse.load.chunks import DEFAULT_CHUNK_RECORDS, ChunkProgress, WindowLoad, load_window
 
 
@@ -47,7 +57,7 @@ class CinnoxResource(dg.ConfigurableResource):  # type: ignore[type-arg]
     total_key: str = "total"
     requests_per_second: int = 10  # per app; 0: no limit
     # Where the per-app budget lives: a PostgreSQL URL shares it between every run and process
-    # (cinnox.api_request_budget); empty keeps it in this process, shared by this run only.
+    # (cinnox_ops.api_request_budget); empty keeps it in this process, shared by this run only.
     request_budget_url: str = Field(
         default="",
         repr=False,
@@ -59,6 +69,7 @@ class CinnoxResource(dg.ConfigurableResource):  # type: ignore[type-arg]
     max_reads: int = 4  # reads of a drifting window before giving up
     ca_bundle: str = ""  # extra trusted roots (PEM file); verification itself cannot be disabled
     allow_plain_http: str = "false"  # "true" allows http:// to a non-loopback host
+    max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES  # per response, once decompressed
     _limiters: dict[str, RateLimiter] = PrivateAttr(default_factory=dict)
     _limiters_lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
     _budget_engine: Engine | None = PrivateAttr(default=None)
@@ -87,6 +98,34 @@ class CinnoxResource(dg.ConfigurableResource):  # type: ignore[type-arg]
                     self._limiters[app_id] = RateLimiter(rate)
             return self._limiters[app_id]
 
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        self.check_settings()
+
+    def check_settings(self) -> None:
+        """Refuse, before any request, what would leak or could never work; name the variable,
+        never the value. Raises `dg.Failure` (not retried)."""
+        problems = []
+        for app in self.apps:
+            if app.token and not _VISIBLE_ASCII.fullmatch(app.token):
+                problems.append(
+                    f"{app.token_env_var or 'the App Token of ' + repr(app.app_id)} holds a character an HTTP "
+                    "header cannot carry (a control character such as a trailing newline, CR or NUL, a space, or "
+                    "non-ASCII). A secret mounted from a file often ends in a newline: strip it where the "
+                    'secret is created (e.g. `printf %s "$TOKEN"`, not `echo`)'
+                )
+        if self.auth_scheme and not _VISIBLE_ASCII.fullmatch(self.auth_scheme):
+            problems.append(
+                "CINNOX_AUTH_SCHEME holds a character an HTTP header cannot carry (a control character such as "
+                "a trailing newline, a space, or non-ASCII)"
+            )
+        if _has_userinfo(self.base_url):
+            problems.append(
+                "CINNOX_BASE_URL carries credentials (user:password@host); remove them: the App Token is the "
+                "only credential sent to CINNOX"
+            )
+        if problems:
+            raise dg.Failure("; ".join(problems), allow_retries=False)
+
     def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
         if self._budget_engine is not None:
             self._budget_engine.dispose()
@@ -99,6 +138,7 @@ class CinnoxResource(dg.ConfigurableResource):  # type: ignore[type-arg]
         tokens = {app.app_id: app.token for app in self.apps}
         if app_id not in tokens:
             raise dg.Failure(f"CINNOX app {app_id!r} has no App Token configured in the cinnox resource")
+        self.check_settings()
         endpoint = SENT_CAMPAIGNS_SUMMARY
         if self.records_key != endpoint.records_key or self.total_key != endpoint.total_key:
             endpoint = replace(endpoint, records_key=self.records_key, total_key=self.total_key or None)
@@ -121,6 +161,7 @@ class CinnoxResource(dg.ConfigurableResource):  # type: ignore[type-arg]
             max_reads=self.max_reads,
             ca_bundle=self.ca_bundle or None,
             allow_plain_http=_flag("CINNOX_ALLOW_PLAIN_HTTP", self.allow_plain_http),
+            max_response_bytes=self.max_response_bytes,
         )
 
 
@@ -137,6 +178,10 @@ class WarehouseResource(dg.ConfigurableResource):  # type: ignore[type-arg]
     chunk_records: int = Field(
         default=DEFAULT_CHUNK_RECORDS,
         description="Records per chunk: each chunk of a run's window is read and merged in a transaction of its own.",
+    )
+    merge_lock_timeout_seconds: int = Field(
+        default=int(DEFAULT_MERGE_LOCK_TIMEOUT),
+        description="Longest wait for the app's merge lock before the load fails naming who holds it.",
     )
     _engine: Engine | None = PrivateAttr(default=None)
 
@@ -167,6 +212,7 @@ class WarehouseResource(dg.ConfigurableResource):  # type: ignore[type-arg]
         pages: Iterable[Page],
         run_id: str | None,
         max_reject_share: float | None = None,
+        logger: logging.Logger | None = None,
     ) -> LoadResult:
         """One window as one unit of work (tests and scripts); runs use `load_window`."""
         return load_sent_campaigns(
@@ -177,6 +223,8 @@ class WarehouseResource(dg.ConfigurableResource):  # type: ignore[type-arg]
             run_id=run_id,
             max_reject_share=max_reject_share,
             settle=self.settle_policy,
+            lock_timeout=self.merge_lock_timeout_seconds,
+            logger=logger,
         )
 
     def load_window(
@@ -201,7 +249,19 @@ class WarehouseResource(dg.ConfigurableResource):  # type: ignore[type-arg]
             settle=self.settle_policy,
             progress=progress,
             log=log,
+            lock_timeout=self.merge_lock_timeout_seconds,
         )
+
+
+_VISIBLE_ASCII = re.compile(r"[\x21-\x7e]+")
+
+
+def _has_userinfo(url: str) -> bool:
+    try:
+        netloc = urlsplit(url).netloc
+    except ValueError:
+        return False  # the client refuses it, without echoing it
+    return "@" in netloc
 
 
 def _flag(name: str, value: str) -> bool:
@@ -228,18 +288,26 @@ TUNABLE_SETTINGS = {
     "max_reads": ("CINNOX_MAX_READS", True),
     "ca_bundle": ("CINNOX_CA_BUNDLE", False),
     "allow_plain_http": ("CINNOX_ALLOW_PLAIN_HTTP", False),
+    "max_response_bytes": ("CINNOX_MAX_RESPONSE_BYTES", True),
 }
 REQUEST_BUDGETS = ("database", "process")
 WAREHOUSE_SETTINGS = {
     "settle_quiet_hours": "CINNOX_SETTLE_QUIET_HOURS",
     "settle_final_days": "CINNOX_SETTLE_FINAL_DAYS",
     "chunk_records": "CINNOX_CHUNK_RECORDS",
+    "merge_lock_timeout_seconds": "CINNOX_MERGE_LOCK_TIMEOUT_SECONDS",
 }
 
 
 def build_resources(settings: PipelineSettings, environ: Mapping[str, str]) -> dg.Definitions:
     # A tunable that is set becomes an EnvVar, so the UI shows where the value comes from;
     # one that is not keeps the resource's default.
+    whole_numbers = [var for var, whole in TUNABLE_SETTINGS.values() if whole] + list(WAREHOUSE_SETTINGS.values())
+    for var in whole_numbers:
+        if var in environ:
+            text = environ[var].strip()
+            if not text.isdigit():  # "-1" included: a negative rate would silently mean "no limit"
+                raise SettingsError(f"{var}: {environ[var]!r} is not a whole number >= 0")
     overrides: dict[str, Any] = {
         field: dg.EnvVar.int(var) if whole else dg.EnvVar(var)
         for field, (var, whole) in TUNABLE_SETTINGS.items()

@@ -8,6 +8,8 @@ from pipelines.settings import PipelineSettings
 from pipelines.settle import Clock, build_settle_sensor, utc_now
 
 REFRESH_JOB = "cinnox_refresh"
+MAX_RUNTIME_TAG = "dagster/max_runtime"  # seconds; read by Dagster's run monitoring
+REFRESH_MAX_RUNTIME_SECONDS = 3600
 
 
 def build_schedule_definitions(
@@ -41,7 +43,9 @@ def build_schedule_definitions(
             dg.RunRequest(
                 run_key=f"{key.to_user_string()}:{tick}",
                 asset_selection=[key],
-                tags=range_tags(recent[0], recent[-1]),
+                # A refresh reads a few days in seconds; one still running at the next tick is
+                # stuck, and the run monitor (production instance) cancels it.
+                tags={**range_tags(recent[0], recent[-1]), MAX_RUNTIME_TAG: str(REFRESH_MAX_RUNTIME_SECONDS)},
             )
             for key in keys
         ]

@@ -63,6 +63,13 @@ class PipelineSettings:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> PipelineSettings:
+        if "CINNOX_APP_IDS" in environ and not environ["CINNOX_APP_IDS"].replace(",", "").strip():
+            # Set but empty is a mistake (an unset secret, a typo in a manifest), not a wish for
+            # the simulator's demo apps.
+            raise SettingsError(
+                "CINNOX_APP_IDS is set but names no app: list the CINNOX App IDs, comma-separated, "
+                "or unset it to use the simulator's apps"
+            )
         raw_ids = environ.get("CINNOX_APP_IDS", "").strip()
         # With nothing configured, the simulator's apps: `make run` and `make dev` start it.
         ids = [part.strip() for part in raw_ids.split(",") if part.strip()] if raw_ids else list(DEFAULT_APPS)

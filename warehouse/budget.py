@@ -2,7 +2,7 @@
 
 CINNOX rate-limits per app. An in-process limiter paces one run; two runs of the same app
 (a backfill and the hourly refresh) would each take the full rate. Here each request takes a
-token from `cinnox.api_request_budget` with a single `INSERT ... ON CONFLICT DO UPDATE ...
+token from `cinnox_ops.api_request_budget` with a single `INSERT ... ON CONFLICT DO UPDATE ...
 RETURNING`: PostgreSQL's row lock serialises the callers, so every caller anywhere gets its
 own slot, in order, and sleeps until it comes. Time comes from the database clock, so
 processes on different machines agree.

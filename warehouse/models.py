@@ -25,6 +25,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     func,
+    text,
 )
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB, TIMESTAMP
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -32,8 +33,15 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 RAW_SCHEMA = "cinnox_raw"
 STAR_SCHEMA = "cinnox"
 MART_SCHEMA = "cinnox_mart"  # views only, defined in the migrations (docs/warehouse.md)
-OPS_SCHEMA = "cinnox_ops"  # the pipeline's own bookkeeping; never granted to readers
+OPS_SCHEMA = "cinnox_ops"  # pipeline bookkeeping; not granted to the reader role
 SCHEMAS = (RAW_SCHEMA, STAR_SCHEMA, MART_SCHEMA, OPS_SCHEMA)
+
+
+def text_key(column: str) -> Any:
+    """A unique key's part over free text: its SHA-256 (`cinnox.text_key`, migration 0007), of
+    a fixed size, because a btree entry over the text itself holds at most ~2.7 KB."""
+    return text(f"cinnox.text_key({column})")
+
 
 # Constraint names are fixed by a convention, not left to PostgreSQL, so migrations can
 # name them when they alter or drop them and `alembic check` compares like with like.
@@ -190,7 +198,7 @@ class DimDate(Base):
 class DimStaff(Base):
     __tablename__ = "dim_staff"
     __table_args__: Any = (
-        UniqueConstraint("app_key", "staff_name"),
+        Index("uq_dim_staff_name_key", "app_key", text_key("staff_name"), unique=True),
         {
             "schema": STAR_SCHEMA,
             "comment": "Staff who created campaigns (the record's createdBy), per app.",
@@ -205,7 +213,7 @@ class DimStaff(Base):
 class DimTemplate(Base):
     __tablename__ = "dim_template"
     __table_args__: Any = (
-        UniqueConstraint("app_key", "subject"),
+        Index("uq_dim_template_subject_key", "app_key", text_key("subject"), unique=True),
         {
             "schema": STAR_SCHEMA,
             "comment": "WhatsApp message templates (the record's subject), per app.",
@@ -221,14 +229,12 @@ class DimSender(Base):
     __tablename__ = "dim_sender"
     __table_args__: Any = (
         # NULLS NOT DISTINCT: an SMS sender has no channel name, and must still be one row.
-        UniqueConstraint(
+        Index(
+            "uq_dim_sender_attributes_key",
             "app_key",
             "channel_key",
-            "phone",
-            "whatsapp_channel_name",
-            "template_source_name",
-            "sender_eid",
-            name="uq_dim_sender_attributes",
+            *(text_key(c) for c in ("phone", "whatsapp_channel_name", "template_source_name", "sender_eid")),
+            unique=True,
             postgresql_nulls_not_distinct=True,
         ),
         {
@@ -407,7 +413,7 @@ class CounterRegression(Base):
 class ApiRequestBudget(Base):
     __tablename__ = "api_request_budget"
     __table_args__: Any = {
-        "schema": STAR_SCHEMA,
+        "schema": OPS_SCHEMA,
         "comment": "Pipeline bookkeeping, not campaign data: the CINNOX request budget of each app, a token "
         "bucket shared by every Dagster run and process (warehouse/budget.py). CINNOX rate-limits per app; "
         "each request first takes a token here, in one atomic statement.",

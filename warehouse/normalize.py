@@ -16,6 +16,7 @@ import orjson
 
 from cinnox import (
     InvalidRecord,
+    NumberLiteral,
     SentCampaign,
     Window,
     format_rfc3339,
@@ -24,6 +25,11 @@ from cinnox import (
 
 # jsonb and text cannot hold U+0000; an unescaped \u0000 escape in JSON text means one is there.
 _NUL_ESCAPE = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000")
+# A field name is kept in cinnox_raw.source_field, keyed on it: a btree entry holds at most
+# ~2.7 KB, so a record with a longer top-level (or sender) field name is rejected.
+MAX_FIELD_NAME_LENGTH = 512
+# orjson serialises at most 255 levels; a record nested deeper is rejected (kept as text).
+MAX_DEPTH = 255
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,19 +55,39 @@ class Rejection:
 
 
 def stage_record(record: object, window: Window, extracted_at: datetime) -> StagedCampaign | Rejection:
-    """Validate one record fetched for `window`; never raises for any JSON value."""
+    """Validate one record fetched for `window`; never raises, whatever the record holds.
+
+    A record that cannot be loaded is a `Rejection` whose reasons name the field at fault.
+    """
+    try:
+        return _stage_record(record, window, extracted_at)
+    except Exception as exc:  # the last resort: one record must never fail a window
+        encoded = _encode_anything(record)
+        reason = f"record could not be examined ({type(exc).__name__}); it is kept as text"
+        return _reject(record, [reason], encoded, extracted_at, storable=False)
+
+
+def _stage_record(record: object, window: Window, extracted_at: datetime) -> StagedCampaign | Rejection:
     try:
         encoded = orjson.dumps(record)
     except TypeError:
-        # orjson refuses lone surrogates; the stdlib escapes them, so the record is still kept.
-        encoded = json.dumps(record, ensure_ascii=True).encode()
-        reason = "record holds text that is not valid Unicode (a lone surrogate)"
+        # orjson refuses lone surrogates, NaN/Infinity markers and deep nesting; the record is
+        # still kept, as text, with the field at fault named.
+        encoded = _encode_anything(record)
+        reason = _find_problem(record) or "record cannot be written as JSON"
         return _reject(record, [reason], encoded, extracted_at, storable=False)
     # The plain substring test is cheap and almost always false; the regex rules out an
     # escaped backslash followed by "u0000", which is harmless text.
     if b"\\u0000" in encoded and _NUL_ESCAPE.search(encoded):
-        reason = "record holds a NUL character (\\u0000), which PostgreSQL cannot store"
+        reason = _find_problem(record) or "record holds a NUL character (\\u0000), which PostgreSQL cannot store"
         return _reject(record, [reason], encoded, extracted_at, storable=False)
+    if len(encoded) > MAX_FIELD_NAME_LENGTH and isinstance(record, dict):
+        # Keys are str here (orjson refuses others); max(map(len)) runs in C.
+        sender = record.get("sender")
+        if max(map(len, record), default=0) > MAX_FIELD_NAME_LENGTH or (
+            isinstance(sender, dict) and max(map(len, sender), default=0) > MAX_FIELD_NAME_LENGTH
+        ):
+            return _reject(record, [_long_field_name(record) or "a field name is too long"], encoded, extracted_at)
     try:
         campaign = parse_sent_campaign(record)
     except InvalidRecord as exc:
@@ -81,9 +107,10 @@ def _reject(
     *,
     storable: bool = True,  # False: jsonb would refuse it, so keep it as text
 ) -> Rejection:
-    if campaign_id is None and isinstance(record, dict) and isinstance(record.get("id"), str):
-        campaign_id = record["id"].strip() or None
-    if campaign_id is not None and not _is_storable_text(campaign_id):
+    if campaign_id is None and isinstance(record, dict):
+        value = dict.get(record, "id")  # the plain dict's, whatever a subclass does
+        campaign_id = value if isinstance(value, str) and value else None
+    if campaign_id is not None and not is_storable_text(campaign_id):
         campaign_id = None
     text = encoded.decode()
     return Rejection(
@@ -96,7 +123,7 @@ def _reject(
     )
 
 
-def _is_storable_text(value: str) -> bool:
+def is_storable_text(value: str) -> bool:
     if "\x00" in value:
         return False
     try:
@@ -104,3 +131,106 @@ def _is_storable_text(value: str) -> bool:
     except UnicodeEncodeError:
         return False
     return True
+
+
+def _long_field_name(record: dict[object, object]) -> str | None:
+    """The reason for a top-level or sender field name too long to key on, or None."""
+    sender = record.get("sender")
+    names = [("", record), ("sender.", sender)] if isinstance(sender, dict) else [("", record)]
+    for prefix, mapping in names:
+        for key in mapping:
+            if len(str(key)) > MAX_FIELD_NAME_LENGTH:
+                return (
+                    f"field name {_show(prefix + str(key))} is longer than {MAX_FIELD_NAME_LENGTH} characters "
+                    f"({len(str(key))})"
+                )
+    return None
+
+
+def _text_problem(text: str) -> str | None:
+    if "\x00" in text:
+        return "holds a NUL character (\\u0000), which PostgreSQL cannot store"
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return "holds text that is not valid Unicode (a lone surrogate)"
+    return None
+
+
+def _find_problem(record: object) -> str | None:
+    """Why PostgreSQL (or orjson) cannot hold the record, naming the field; None if nothing.
+
+    Iterative, so no nesting depth can exhaust the stack.
+    """
+    stack: list[tuple[str, object, int]] = [("", record, 0)]
+    while stack:
+        path, value, depth = stack.pop()
+        where = path or "the record"
+        if isinstance(value, dict | list) and depth >= MAX_DEPTH:
+            shown = where if len(where) <= 60 else where[:57] + "..."
+            return f"the record is nested more than {MAX_DEPTH} levels deep (at {shown})"
+        if isinstance(value, dict):
+            for key, item in value.items():
+                name = str(key)
+                child = f"{path}.{name}" if path else name
+                problem = _text_problem(name)
+                if problem is not None:
+                    return f"the name of field {_show(child)} {problem}"
+                stack.append((child, item, depth + 1))
+        elif isinstance(value, list):
+            stack.extend((f"{path}[{index}]", item, depth + 1) for index, item in enumerate(value))
+        elif isinstance(value, str):
+            problem = _text_problem(value)
+            if problem is not None:
+                return f"{where} {problem}"
+        elif isinstance(value, NumberLiteral):
+            return f"{where} is {_show(value.text)}, not a number JSON or PostgreSQL can hold"
+    return None
+
+
+def _encode_anything(record: object) -> bytes:
+    """JSON text for any value, however deep, never raising: what a reject keeps as text.
+
+    Strings are escaped to ASCII (lone surrogates included); a `NumberLiteral` is written as
+    it came. Iterative, so nesting cannot exhaust the stack.
+    """
+    out: list[str] = []
+    stack: list[object] = [record]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, _Raw):
+            out.append(item.text)
+        elif isinstance(item, dict):
+            stack.append(_Raw("}"))
+            entries = list(item.items())
+            for index in range(len(entries) - 1, -1, -1):
+                key, value = entries[index]
+                stack.append(value)
+                prefix = "," if index else ""
+                stack.append(_Raw(prefix + json.dumps(str(key), ensure_ascii=True) + ":"))
+            stack.append(_Raw("{"))
+        elif isinstance(item, list):
+            stack.append(_Raw("]"))
+            for index in range(len(item) - 1, -1, -1):
+                stack.append(item[index])
+                if index:
+                    stack.append(_Raw(","))
+            stack.append(_Raw("["))
+        elif isinstance(item, NumberLiteral):
+            out.append(item.text)
+        else:
+            try:
+                out.append(json.dumps(item, ensure_ascii=True))
+            except (TypeError, ValueError):
+                out.append(json.dumps(repr(item), ensure_ascii=True))
+    return "".join(out).encode()
+
+
+@dataclass(frozen=True, slots=True)
+class _Raw:
+    text: str
+
+
+def _show(value: str) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."

@@ -4,6 +4,9 @@ Why: the first load needs somewhere to land CINNOX's records as returned (`cinno
 replay and audit, with rejects kept beside them) and the fact and dimensions analysts query
 (`cinnox`). Channel rows are reference data, so they are inserted here rather than at load.
 
+Downgrade deletes every table and all its data; it is refused unless `-x allow-data-loss=true`
+or CINNOX_ALLOW_DATA_LOSS=true says the data may go.
+
 Revision ID: 0001
 Revises:
 Create Date: 2026-11-30 21:17:15.290488
@@ -14,6 +17,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import postgresql
+
+from warehouse.migrate import refuse_data_loss
 
 revision: str = "0001"
 down_revision: str | None = None
@@ -548,6 +553,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    refuse_data_loss("0001", "every table of the warehouse, with all campaigns, raw payloads and rejects")
     op.drop_index(
         op.f("ix_fact_sent_campaign_app_key_sent_at"),
         table_name="fact_sent_campaign",

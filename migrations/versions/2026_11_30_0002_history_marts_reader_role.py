@@ -10,7 +10,13 @@ and each sender row becomes a version valid from its earliest campaign.
 The reader role's name comes from CINNOX_READER_ROLE (default cinnox_reader). Roles belong to
 the whole PostgreSQL cluster, not to one database: the upgrade creates it only if missing, and
 the downgrade revokes what this database granted but leaves the role (other databases may
-still grant it); drop it by hand with DROP ROLE when nothing uses it.
+still grant it); drop it by hand with DROP ROLE when nothing uses it. An existing role is
+used only if it cannot log in or write (a role such as `postgres` is refused); then nothing
+here needs CREATEROLE.
+
+Downgrade deletes data: the counter history (`fact_sent_campaign_snapshot`), settled marks
+and sender validity dates. It is refused unless `-x allow-data-loss=true` or
+CINNOX_ALLOW_DATA_LOSS=true says they may go.
 
 Revision ID: 0002
 Revises: 0001
@@ -24,6 +30,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import postgresql
+
+from warehouse.migrate import check_reader_role, refuse_data_loss
 
 revision: str = "0002"
 down_revision: str | None = "0001"
@@ -482,19 +490,15 @@ def upgrade() -> None:
     op.execute("ANALYZE cinnox.dim_channel")
 
     role = reader_role()
-    op.execute(
-        f"""
-        DO $$ BEGIN
-            IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = {_literal(role)}) THEN
-                CREATE ROLE {role} NOLOGIN;
-            END IF;
-        END $$
-        """
-    )
-    op.execute(
-        f"COMMENT ON ROLE {role} IS 'Read-only access to the CINNOX star (cinnox) and marts (cinnox_mart); "
-        "grant it to people and BI logins.'"
-    )
+    # An existing role is used as it is, if it can only read (a login, a superuser or a writer
+    # is refused): creating and commenting on a role need CREATEROLE, which the migrating user
+    # then does not need.
+    if not check_reader_role(op.get_bind(), role):
+        op.execute(f"CREATE ROLE {role} NOLOGIN")
+        op.execute(
+            f"COMMENT ON ROLE {role} IS 'Read-only access to the CINNOX star (cinnox) and marts (cinnox_mart); "
+            "grant it to people and BI logins.'"
+        )
     for schema in READABLE_SCHEMAS:
         op.execute(f"GRANT USAGE ON SCHEMA {schema} TO {role}")
         op.execute(f"GRANT SELECT ON ALL TABLES IN SCHEMA {schema} TO {role}")
@@ -503,6 +507,10 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    refuse_data_loss(
+        "0002",
+        "the counter history (fact_sent_campaign_snapshot), settled marks, sender validity dates and the marts",
+    )
     op.create_table_comment(
         "dim_sender",
         "Senders: each distinct combination of the record's sender attributes, per app and channel. A renamed "

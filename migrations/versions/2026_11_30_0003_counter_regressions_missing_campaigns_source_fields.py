@@ -5,6 +5,10 @@ says, so the old value needs a place (`cinnox.counter_regression`); a campaign C
 returning is kept but marked (`fact_sent_campaign.missing_at_source_since`), not deleted; and
 new fields in CINNOX's records are noticed once, when first seen (`cinnox_raw.source_field`).
 
+Downgrade deletes data: every counter regression, the missing-at-source marks and the field
+paths seen. It is refused unless `-x allow-data-loss=true` or CINNOX_ALLOW_DATA_LOSS=true says
+they may go.
+
 Revision ID: 0003
 Revises: 0002
 Create Date: 2026-11-30 22:10:57.464889
@@ -15,6 +19,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import postgresql
+
+from warehouse.migrate import refuse_data_loss
 
 revision: str = "0003"
 down_revision: str | None = "0002"
@@ -98,6 +104,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    refuse_data_loss("0003", "the counter regressions, missing-at-source marks and source field paths")
     op.drop_column("fact_sent_campaign", "missing_at_source_since", schema="cinnox")
     op.drop_index(op.f("ix_counter_regression_app_key_campaign_id"), table_name="counter_regression", schema="cinnox")
     op.drop_table("counter_regression", schema="cinnox")

@@ -1,15 +1,15 @@
-"""The ledger of committed chunks, in a schema of the pipeline's own.
+"""The ledger of committed chunks, in the pipeline's bookkeeping schema.
 
 Why: a backfill or refresh is no longer one transaction over the whole range. Its window is cut
 into chunks of at most CINNOX_CHUNK_RECORDS records, each read and merged in a short transaction
 of its own; the ledger row commits with the chunk. A retry of the same run (Dagster's step retry,
 a run retry after a dead worker, a re-execution from failure: one root run id) skips what the
 ledger lists, so a failure late in a year's backfill costs at most the chunk it hit. The
-reconciliation check reads the run's figures from here too. `cinnox_ops` is pipeline
-bookkeeping, not analytics: the reader role gets no grant on it.
+reconciliation check reads the run's figures from here too. `cinnox_ops` (revision 0007) is
+pipeline bookkeeping, not analytics: the reader role gets no grant on it.
 
 Revision ID: 0008
-Revises: 0006
+Revises: 0007
 Create Date: 2026-12-06 07:00:00
 """
 
@@ -20,7 +20,7 @@ from alembic import op
 from sqlalchemy.dialects import postgresql
 
 revision: str = "0008"
-down_revision: str | None = "0006"
+down_revision: str | None = "0007"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
@@ -28,7 +28,6 @@ _TS = postgresql.TIMESTAMP(timezone=True)
 
 
 def upgrade() -> None:
-    op.execute("CREATE SCHEMA IF NOT EXISTS cinnox_ops")
     op.create_table(
         "load_chunk",
         sa.Column("chunk_id", sa.BigInteger(), sa.Identity(always=False), nullable=False, comment="Surrogate key."),
@@ -117,4 +116,3 @@ def downgrade() -> None:
         schema="cinnox_ops",
     )
     op.drop_table("load_chunk", schema="cinnox_ops")
-    op.execute("DROP SCHEMA IF EXISTS cinnox_ops")

@@ -251,3 +251,11 @@ def test_constructor_rejects_bad_settings() -> None:
         CinnoxClient("https://x", APP, "")
     with pytest.raises(ValueError, match="page size"):
         CinnoxClient("https://x", APP, TOKEN, page_size=0)
+
+
+def test_ids_are_judged_byte_for_byte_in_paging() -> None:
+    from cinnox._client import _record_key
+
+    assert _record_key({"id": " a "}) == " a "
+    assert _record_key({"id": "a"}) != _record_key({"id": " a "})
+    assert _record_key({"id": ""}) is None

@@ -97,9 +97,14 @@ def test_whatsapp_record_flattens_sender_and_converts_offset_to_utc() -> None:
         # No sender at all: every sender attribute NULL.
         ({"sender": _ABSENT}, "sender", Sender()),
         ({"sender": None}, "sender", Sender()),
-        # Whitespace-only text carries nothing.
-        ({"subject": "   "}, "subject", None),
-        ({"campaignName": "  Padded  "}, "campaign_name", "Padded"),
+        # Free text is data, byte for byte: spaces stay, "" stays "" (only null/absent is None).
+        ({"subject": "   "}, "subject", "   "),
+        ({"campaignName": "  Padded  "}, "campaign_name", "  Padded  "),
+        ({"createdBy": ""}, "created_by", ""),
+        ({"sender": {"channelName": " Shop\t"}}, "sender", Sender(channel_name=" Shop\t")),
+        ({"id": " id-1 "}, "id", " id-1 "),
+        # Counters as strings of many digits are read without converting them whole.
+        ({"delivered": "0000000041"}, "delivered", 41),
         # A numeric id is still an id.
         ({"id": 12345}, "id", "12345"),
         # Other offsets, and no fraction of a second.
@@ -136,6 +141,19 @@ def test_accepted_variants(changes: dict[str, Any], field: str, expected: object
         (with_(SMS, sender="+85230001234"), "sender is not an object but a string"),
         (with_(SMS, sender={"phone": {"n": 1}}), "sender.phone {'n': 1} is not a string"),
         (with_(SMS, campaignName=["a"]), "campaignName ['a'] is not a string"),
+        # Dates at the ends of the calendar: once in UTC they fall outside datetime's range.
+        (
+            with_(SMS, date="0001-01-01T00:30:00+01:00"),
+            "date '0001-01-01T00:30:00+01:00' is outside the years 1 to 9999 once in UTC",
+        ),
+        (
+            with_(SMS, date="9999-12-31T23:30:00-01:00"),
+            "date '9999-12-31T23:30:00-01:00' is outside the years 1 to 9999 once in UTC",
+        ),
+        # More digits than Python converts, and more than a float holds.
+        (with_(SMS, delivered="1" * 5000), f"delivered '{'1' * 56}... is larger than 2147483647"),
+        (with_(SMS, delivered="1" * 400 + ".0"), f"delivered '{'1' * 56}... is larger than 2147483647"),
+        (with_(SMS, id="i" * 600), f"id '{'i' * 56}... is longer than 512 characters (600)"),
         ("not a record", "record is not a JSON object but a string"),
         (None, "record is not a JSON object but null"),
         ([SMS], "record is not a JSON object but an array"),

@@ -17,7 +17,7 @@ from pipelines.assets import build_sent_campaigns_asset
 from pipelines.checks import build_checks
 from pipelines.definitions import build_definitions
 from pipelines.partitions import range_tags, send_date_partitions
-from pipelines.resources import build_resources
+from pipelines.resources import CinnoxAppToken, CinnoxResource, build_resources
 from pipelines.settings import PipelineSettings
 from warehouse.db import create_warehouse_engine
 from warehouse.migrate import upgrade_to_head
@@ -141,8 +141,35 @@ def test_the_schedules_run_request_runs(
     assert len(result.get_asset_materialization_events()) == 7
 
 
+def _run_with_literal_token(
+    environment: dict[str, str], token: str, instance: dg.DagsterInstance
+) -> dg.ExecuteInProcessResult:
+    """A NUL cannot sit in an environment variable, but can in a resource built in code: run
+    the asset with the cinnox resource given directly."""
+    settings = PipelineSettings.from_env(environment)
+    app = settings.apps[0]
+    resources = build_resources(settings, environment).resources
+    cinnox = CinnoxResource(
+        base_url=environment["CINNOX_BASE_URL"],
+        apps=[CinnoxAppToken(app_id=APP, token=token, token_env_var=app.token_env_var)],
+        page_size=40,
+    )
+    return dg.materialize(
+        [build_sent_campaigns_asset(app, send_date_partitions(settings.partitions_start))],
+        resources={"cinnox": cinnox, "warehouse": resources["warehouse"]},
+        partition_key="2026-06-14",
+        instance=instance,
+        raise_on_error=False,
+    )
+
+
+# A secret mounted from a file or a Kubernetes secret often ends in a newline.
+@pytest.mark.parametrize("suffix", ["", "\n", "\r\n", "\x00"], ids=["plain", "LF", "CRLF", "NUL"])
 def test_the_token_appears_nowhere_dagster_stores_or_logs(
+    suffix: str,
     run_range: Callable[..., dg.ExecuteInProcessResult],
+    environment: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
     cinnox_api: SimulatorServer,
     warehouse: Engine,
     tmp_path: Path,
@@ -152,24 +179,36 @@ def test_the_token_appears_nowhere_dagster_stores_or_logs(
     caplog.set_level(logging.DEBUG)
     cinnox_api.add_fault(FaultKind.HTTP_429, retry_after="0")  # exercise the retry log lines too
     cinnox_api.add_fault(FaultKind.HTTP_500)
+    if suffix in ("\n", "\r\n"):
+        monkeypatch.setenv("CINNOX_TOKEN_SIM_APP_1", TOKEN + suffix)
     with dg.instance_for_test(temp_dir=str(tmp_path)) as instance:
-        result = run_range("2026-06-14", "2026-06-14", instance=instance)
-        assert result.success
-        assert metadata(result)["run_retries"] == 2
+        if suffix == "\x00":
+            result = _run_with_literal_token(environment, TOKEN + suffix, instance)
+        else:
+            result = run_range("2026-06-14", "2026-06-14", instance=instance)
         stored = [str(record) for record in instance.all_logs(result.run_id)]
+        if suffix:
+            # Refused when the resource is built, naming the variable, before any request.
+            assert not result.success
+            assert any("CINNOX_TOKEN_SIM_APP_1 holds a character" in line for line in stored)
+            assert cinnox_api.requests == []
+        else:
+            assert result.success
+            assert metadata(result)["run_retries"] == 2
         # Materialization and check metadata, as Dagster stored them.
         stored += [
             repr(event.asset_materialization)
             for event in instance.all_logs(result.run_id)
             if event.asset_materialization is not None
         ]
-        assert any("run_rate_limit_wait_seconds" in line for line in stored)
+        assert suffix or any("run_rate_limit_wait_seconds" in line for line in stored)
         run = instance.get_run_by_id(result.run_id)
         assert run is not None
         stored.append(repr(run.run_config))
-    assert any("retry 1 of" in line for line in stored)  # the retries were logged...
-    # ...and the progress of the extraction, chunk by chunk
-    assert any("chunk 1 of 1 " in line and "so far" in line for line in stored)
+    if not suffix:
+        assert any("retry 1 of" in line for line in stored)  # the retries were logged...
+        # ...and the progress of the extraction, chunk by chunk
+        assert any("chunk 1 of 1 " in line and "so far" in line for line in stored)
     assert not [line for line in stored if TOKEN in line]  # ...without the token
     files = [p for p in tmp_path.rglob("*") if p.is_file()]
     assert files
@@ -185,9 +224,10 @@ def test_the_token_appears_nowhere_dagster_stores_or_logs(
             )
             for table in Base.metadata.sorted_tables
         }
-    assert dumps["cinnox.fact_sent_campaign"]
-    assert dumps["cinnox_raw.sent_campaign_payload"]
-    assert dumps["cinnox_raw.source_field"]
+    if not suffix:
+        assert dumps["cinnox.fact_sent_campaign"]
+        assert dumps["cinnox_raw.sent_campaign_payload"]
+        assert dumps["cinnox_raw.source_field"]
     assert not [name for name, dump in dumps.items() if dump and TOKEN in dump]
 
 

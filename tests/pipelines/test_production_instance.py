@@ -158,7 +158,11 @@ def test_helm_values_carry_the_tested_instance_settings() -> None:
         "startTimeoutSeconds": monitoring["start_timeout_seconds"],
         "pollIntervalSeconds": monitoring["poll_interval_seconds"],
         "maxResumeRunAttempts": monitoring["max_resume_run_attempts"],
+        "maxRuntimeSeconds": monitoring["max_runtime_seconds"],
     }
+    # No run holds an app's pool slot forever: both instances give runs a maximum runtime.
+    production = yaml.safe_load((K8S.parent.parent / "production" / "dagster.yaml").read_text())
+    assert production["run_monitoring"]["max_runtime_seconds"] == monitoring["max_runtime_seconds"] > 0
     launcher = instance["run_launcher"]["config"]
     k8s = values["runLauncher"]["config"]["k8sRunLauncher"]
     assert values["runLauncher"]["type"] == instance["run_launcher"]["class"]

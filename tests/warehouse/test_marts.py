@@ -284,6 +284,9 @@ def test_reader_reads_the_star_and_marts_and_nothing_else(warehouse: Engine, sim
         "CREATE VIEW cinnox_mart.intruder AS SELECT 1 AS x",
         "CREATE TABLE cinnox_raw.intruder (x int)",
         "CREATE SCHEMA intruder",
+        # Bookkeeping is not the analysts' business, and the reader creates nothing, not even TEMP.
+        "SELECT * FROM cinnox_ops.api_request_budget LIMIT 1",
+        "CREATE TEMP TABLE intruder (x int)",
     ]
     for statement in denied:
         with warehouse.connect() as conn:

@@ -47,6 +47,7 @@ def _downgrade_to_base(engine: Engine) -> None:
     with engine.begin() as conn:
         config = alembic_config()
         config.attributes["connection"] = conn
+        config.attributes["allow_data_loss"] = True  # the test's data may go
         command.downgrade(config, "base")
 
 
@@ -78,11 +79,90 @@ def test_upgrade_check_downgrade_and_back_with_data(
 def test_alembic_command_line_uses_database_url(create_database: Callable[[], str]) -> None:
     env = {**os.environ, "DATABASE_URL": create_database()}
     alembic = [sys.executable, "-m", "alembic"]
-    for args in (["upgrade", "head"], ["check"], ["downgrade", "base"], ["upgrade", "head"], ["current"]):
+    for args in (
+        ["upgrade", "head"],
+        ["check"],
+        ["-x", "allow-data-loss=true", "downgrade", "base"],
+        ["upgrade", "head"],
+        ["current"],
+    ):
         done = subprocess.run([*alembic, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
         assert done.returncode == 0, done.stderr
     head = ScriptDirectory.from_config(alembic_config()).get_current_head()
     assert f"{head} (head)" in done.stdout
+
+
+def test_a_downgrade_that_deletes_data_is_refused_without_the_flag(create_database: Callable[[], str]) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "CINNOX_ALLOW_DATA_LOSS"}
+    env["DATABASE_URL"] = create_database()
+    alembic = [sys.executable, "-m", "alembic"]
+    done = subprocess.run([*alembic, "upgrade", "head"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    done = subprocess.run(
+        [*alembic, "downgrade", "0002"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode != 0
+    assert "downgrading revision 0003 deletes data: the counter regressions" in done.stderr
+    assert "allow-data-loss=true" in done.stderr
+    assert "Traceback" not in done.stderr
+    current = subprocess.run([*alembic, "current"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert "0003" in current.stdout  # the revisions above it went down; 0003 and its data stayed
+    done = subprocess.run(
+        [*alembic, "downgrade", "0002"],
+        cwd=ROOT,
+        env={**env, "CINNOX_ALLOW_DATA_LOSS": "true"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+
+
+def test_a_reader_role_that_can_log_in_is_refused(create_database: Callable[[], str]) -> None:
+    env = {**os.environ, "DATABASE_URL": create_database(), "CINNOX_READER_ROLE": "postgres"}
+    done = subprocess.run(
+        [sys.executable, "-m", "alembic", "upgrade", "head"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode != 0
+    assert "CINNOX_READER_ROLE: the existing role 'postgres' can log in, is a superuser" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_an_existing_reader_role_needs_no_createrole(create_database: Callable[[], str]) -> None:
+    """The migrating user may lack CREATEROLE when the DBA made the reader role beforehand."""
+    url = create_database()
+    engine = create_warehouse_engine(url)
+    with engine.begin() as conn:
+        conn.execute(text("DO $$ BEGIN CREATE ROLE cinnox_reader NOLOGIN; EXCEPTION WHEN duplicate_object THEN END $$"))
+        conn.execute(text("DROP ROLE IF EXISTS cinnox_test_migrator"))
+        conn.execute(text("CREATE ROLE cinnox_test_migrator NOLOGIN NOCREATEROLE"))
+        name = conn.scalar(text("SELECT current_database()"))
+        conn.execute(text(f'ALTER DATABASE "{name}" OWNER TO cinnox_test_migrator'))
+    try:
+        with engine.begin() as conn:
+            conn.execute(text("SET ROLE cinnox_test_migrator"))
+            config = alembic_config()
+            config.attributes["connection"] = conn
+            command.upgrade(config, "head")
+            # TEMP is the owner's alone now: the reader cannot create temporary tables.
+            assert (
+                conn.scalar(text("SELECT has_database_privilege('cinnox_reader', current_database(), 'TEMP')")) is False
+            )
+            assert conn.scalar(text("SELECT has_database_privilege(current_user, current_database(), 'TEMP')"))
+            assert conn.scalar(text("SELECT has_schema_privilege('cinnox_reader', 'cinnox_ops', 'USAGE')")) is False
+            conn.execute(text("RESET ROLE"))
+            conn.execute(text(f'ALTER DATABASE "{name}" OWNER TO CURRENT_USER'))
+            conn.execute(text("REASSIGN OWNED BY cinnox_test_migrator TO CURRENT_USER"))
+    finally:
+        with engine.begin() as conn:
+            conn.execute(text("DROP OWNED BY cinnox_test_migrator"))
+            conn.execute(text("DROP ROLE IF EXISTS cinnox_test_migrator"))
+        engine.dispose()
 
 
 FAILING_REVISION = '''"""A revision that fails halfway, for the test.

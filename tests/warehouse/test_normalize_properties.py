@@ -143,3 +143,19 @@ def test_which_records_take_the_fast_path(change: dict[str, Any], fast: bool) ->
     assert (parse_well_formed(record) is not None) is fast
     if fast:
         assert parse_well_formed(record) == parse_field_by_field(record)
+
+
+class _Treacherous(dict):  # type: ignore[type-arg]
+    """A mapping whose reads fail: stands for any exception the parser did not foresee."""
+
+    def get(self, key: object, default: object = None) -> object:
+        raise RuntimeError("boom")
+
+
+def test_an_unforeseen_exception_rejects_the_record_instead_of_raising() -> None:
+    staged = stage_record(_Treacherous(VALID), WINDOW, NOW)
+    assert isinstance(staged, Rejection)
+    assert staged.reasons == ("record could not be examined (RuntimeError); it is kept as text",)
+    assert staged.payload_text is not None
+    assert json.loads(staged.payload_text) == VALID
+    assert staged.campaign_id == VALID["id"]

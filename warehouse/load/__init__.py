@@ -6,10 +6,12 @@ fact all change together or not at all. Re-loading the same records writes no ro
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 
 from sqlalchemy import Connection, Engine, func, select, text
+from sqlalchemy.exc import OperationalError
 
 from cinnox import ChunkRead, Page, Window
 from warehouse.load.dimensions import ensure_app, merge_dimensions
@@ -19,6 +21,10 @@ from warehouse.load.missing import mark_missing
 from warehouse.load.raw import KNOWN_FIELDS, insert_raw_versions, insert_rejects, record_fields
 from warehouse.load.result import DEFAULT_SETTLE, DayFigures, LoadResult, SettlePolicy
 from warehouse.load.stage import ANALYZED_STAGE_COLUMNS, copy_into_stage, stage
+
+# A chunk merges in about a second (docs/benchmarks.md); ten minutes is long past any honest merge.
+DEFAULT_MERGE_LOCK_TIMEOUT = 600.0
+_log = logging.getLogger("warehouse.load")
 
 
 def load_sent_campaigns(
@@ -30,6 +36,8 @@ def load_sent_campaigns(
     run_id: str | None = None,
     max_reject_share: float | None = None,
     settle: SettlePolicy = DEFAULT_SETTLE,
+    lock_timeout: float = DEFAULT_MERGE_LOCK_TIMEOUT,
+    logger: logging.Logger | None = None,
 ) -> LoadResult:
     """Stream `pages` for one app and window into the warehouse in a single transaction.
 
@@ -40,6 +48,9 @@ def load_sent_campaigns(
 
     When more than `max_reject_share` of the records are rejected, only the rejects are kept
     and nothing is merged (`reject_share_exceeded`); the caller fails the run.
+
+    The merge waits at most `lock_timeout` seconds for the app's merge lock, then raises
+    `MergeLockTimeout` naming the sessions that hold it (nothing is written).
     """
     result = LoadResult()
     with engine.begin() as conn:
@@ -54,7 +65,9 @@ def load_sent_campaigns(
 
         fields = copy_into_stage(conn, window, noting_read_start(pages), result)
         read_started = earliest[0] if earliest else datetime.now(UTC)
-        _merge(conn, app_id, window, fields, read_started, result, run_id, max_reject_share, settle)
+        _merge(
+            conn, app_id, window, fields, read_started, result, run_id, max_reject_share, settle, lock_timeout, logger
+        )
     return result
 
 
@@ -66,6 +79,8 @@ def load_chunk(
     requests: int,
     max_reject_share: float | None = None,
     settle: SettlePolicy = DEFAULT_SETTLE,
+    lock_timeout: float = DEFAULT_MERGE_LOCK_TIMEOUT,
+    logger: logging.Logger | None = None,
 ) -> LoadResult:
     """Merge one chunk, read to its end in memory, and note it in the ledger: one short transaction.
 
@@ -86,6 +101,8 @@ def load_chunk(
             ledger.run_id,
             max_reject_share,
             settle,
+            lock_timeout,
+            logger,
         )
         if not result.reject_share_exceeded:
             record_chunk(conn, ledger, chunk, requests, result)
@@ -102,6 +119,8 @@ def _merge(
     run_id: str | None,
     max_reject_share: float | None,
     settle: SettlePolicy,
+    lock_timeout: float,
+    logger: logging.Logger | None,
 ) -> None:
     """Everything after the COPY, in the caller's transaction: dimensions, fact, raw, rejects."""
     # A temp table has no statistics until analysed; the merges' join plans need them.
@@ -110,7 +129,7 @@ def _merge(
     conn.execute(text(f"ANALYZE {stage.name} ({', '.join(ANALYZED_STAGE_COLUMNS)})"))
     # One merge per app at a time, taken only now: what a load read is private to its stage,
     # and each merge skips what another already wrote from a newer read.
-    conn.execute(select(func.pg_advisory_xact_lock(func.hashtextextended("cinnox.load:" + app_id, 0))))
+    take_merge_lock(conn, app_id, lock_timeout, logger or _log)
     if max_reject_share is not None and result.reject_share > max_reject_share:
         result.reject_share_exceeded = True
         result.rejects_inserted = insert_rejects(conn, app_id, window, run_id)
@@ -125,12 +144,74 @@ def _merge(
     record_fields(conn, app_id, fields, run_id, result)
 
 
+class MergeLockTimeout(RuntimeError):
+    """The app's merge lock stayed taken for longer than the timeout; the message says by whom."""
+
+
+def take_merge_lock(conn: Connection, app_id: str, timeout: float, log: logging.Logger) -> None:
+    """Take the app's transaction-level advisory lock, waiting at most `timeout` seconds.
+
+    Any role that can connect can take an advisory lock, a read-only login included; a load
+    must not wait for it forever in silence. When the lock is taken, the holders are logged,
+    the wait is bounded by `lock_timeout` inside a savepoint, and on timeout the error names
+    them (pid, user, application, since when).
+    """
+    name = "cinnox.load:" + app_id
+    key = func.hashtextextended(name, 0)
+    if conn.scalar(select(func.pg_try_advisory_xact_lock(key))):
+        return
+    log.info("the merge lock of CINNOX app %s is held by %s; waiting up to %gs", app_id, _holders(conn, name), timeout)
+    previous = conn.scalar(text("SELECT current_setting('lock_timeout')"))
+    conn.execute(select(func.set_config("lock_timeout", f"{max(1, int(timeout * 1000))}ms", True)))
+    try:
+        with conn.begin_nested():
+            conn.execute(select(func.pg_advisory_xact_lock(key)))
+    except OperationalError as exc:
+        if getattr(exc.orig, "sqlstate", None) != "55P03":  # lock_not_available
+            raise
+        raise MergeLockTimeout(
+            f"CINNOX app {app_id!r}: waited {timeout:g}s for the app's merge lock (CINNOX_MERGE_LOCK_TIMEOUT_SECONDS); "
+            f"it is held by {_holders(conn, name)}. Nothing was written. If that session is not another load of "
+            "this app, end it (SELECT pg_terminate_backend(pid)) and run again"
+        ) from None
+    finally:
+        conn.execute(select(func.set_config("lock_timeout", previous, True)))
+
+
+def _holders(conn: Connection, name: str) -> str:
+    rows = conn.execute(
+        text(
+            """
+            WITH k AS (SELECT hashtextextended(:name, 0) AS key)
+            SELECT a.pid, a.usename, a.application_name, a.xact_start
+            FROM pg_locks l
+            JOIN pg_stat_activity a ON a.pid = l.pid, k
+            WHERE l.locktype = 'advisory' AND l.granted AND l.pid <> pg_backend_pid()
+              AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+              AND l.classid = ((k.key >> 32) & 4294967295)::oid
+              AND l.objid = (k.key & 4294967295)::oid
+              AND l.objsubid = 1
+            """
+        ),
+        {"name": name},
+    ).all()
+    if not rows:
+        return "a session that has since let it go"
+    return ", ".join(
+        f"pid {pid} (user {user!r}, application {application or '-'!r}, "
+        f"transaction since {since.isoformat(timespec='seconds') if since else 'unknown'})"
+        for pid, user, application, since in rows
+    )
+
+
 __all__ = [
+    "DEFAULT_MERGE_LOCK_TIMEOUT",
     "DEFAULT_SETTLE",
     "KNOWN_FIELDS",
     "DayFigures",
     "LedgerKey",
     "LoadResult",
+    "MergeLockTimeout",
     "SettlePolicy",
     "load_chunk",
     "load_sent_campaigns",

@@ -23,7 +23,7 @@ from datetime import datetime
 from sqlalchemy import Engine
 
 from cinnox import ChunkRead, CinnoxClient, ExtractionStats, ReadStopped, Window, WindowTooLarge
-from warehouse.load import load_chunk
+from warehouse.load import DEFAULT_MERGE_LOCK_TIMEOUT, load_chunk
 from warehouse.load.clock import DatabaseClock
 from warehouse.load.ledger import LedgerKey, committed_windows
 from warehouse.load.plan import can_split, live_edge, parts_for, plan, split
@@ -84,6 +84,7 @@ def load_window(
     settle: SettlePolicy = DEFAULT_SETTLE,
     progress: Callable[[ChunkProgress], None] | None = None,
     log: logging.Logger | None = None,
+    lock_timeout: float = DEFAULT_MERGE_LOCK_TIMEOUT,
 ) -> WindowLoad:
     """Read and merge `window` of the client's app in chunks of at most about `chunk_records`.
 
@@ -117,7 +118,18 @@ def load_window(
         # warehouse holds there are missing at the source) without asking again.
         queue.clear()
         empty = ChunkRead(done.read, [], [], probe_started, clock.now(), reads=1, total=0)
-        done.result.add(load_chunk(engine, empty, ledger, requests=1, max_reject_share=max_reject_share, settle=settle))
+        done.result.add(
+            load_chunk(
+                engine,
+                empty,
+                ledger,
+                requests=1,
+                max_reject_share=max_reject_share,
+                settle=settle,
+                lock_timeout=lock_timeout,
+                logger=log,
+            )
+        )
         done.chunks = 1
     if committed and log is not None:
         log.info(
@@ -189,6 +201,8 @@ def load_window(
                 requests=done.stats.requests - requests_before,
                 max_reject_share=max_reject_share,
                 settle=settle,
+                lock_timeout=lock_timeout,
+                logger=log,
             )
         harvest()
     done.seconds = time.monotonic() - began

@@ -122,10 +122,17 @@ def record_fields(conn: Connection, app_id: str, fields: set[str], run_id: str |
         {"app_id": app_id, "field_path": path, "known": path in KNOWN_FIELDS, "first_dagster_run_id": run_id}
         for path in sorted(fields)
     ]
-    inserted = conn.execute(
-        insert(table).values(rows).on_conflict_do_nothing().returning(table.c.field_path, table.c.known)
-    ).all()
+    inserted: list[tuple[str, bool]] = []
+    # In batches: one statement's bind parameters are limited (65,535), and a window whose
+    # records carry tens of thousands of distinct field names must still load.
+    for start in range(0, len(rows), _FIELDS_PER_STATEMENT):
+        batch = rows[start : start + _FIELDS_PER_STATEMENT]
+        statement = insert(table).values(batch).on_conflict_do_nothing().returning(table.c.field_path, table.c.known)
+        inserted += [(path, known) for path, known in conn.execute(statement)]
     result.new_fields = sorted(path for path, known in inserted if not known)
+
+
+_FIELDS_PER_STATEMENT = 1000  # 4 parameters a row
 
 
 # The record fields the parser reads (docs/cinnox-api.md); any other is kept in raw JSON only.

@@ -22,7 +22,7 @@ from sqlalchemy.dialects.postgresql import ARRAY, JSONB, TIMESTAMP
 
 from cinnox import Page, Window, parse_send_time
 from warehouse.load.result import LoadResult
-from warehouse.normalize import Rejection, StagedCampaign, stage_record
+from warehouse.normalize import MAX_FIELD_NAME_LENGTH, Rejection, StagedCampaign, is_storable_text, stage_record
 
 # The stage is a temporary table private to the loading transaction: concurrent loads never
 # see each other's rows, and it disappears at commit or rollback. Not part of the schema.
@@ -110,7 +110,10 @@ def copy_into_stage(
                         figures.valid += 1
                     copy.write_row(_campaign_row(seq, final, staged))
     # Distinct names only, so the sets stay as small as the schema, whatever the volume.
-    return {str(name) for name in fields} | {f"sender.{name}" for name in sender_fields}
+    paths = {str(name) for name in fields} | {f"sender.{name}" for name in sender_fields}
+    # A name PostgreSQL cannot store or key on belongs to a record rejected for it; the rest
+    # of the load goes on without it.
+    return {path for path in paths if len(path) <= MAX_FIELD_NAME_LENGTH + 7 and is_storable_text(path)}
 
 
 def _sent_day(record: object, window: Window) -> date | None:
