@@ -13,13 +13,15 @@ import argparse
 import logging
 import os
 import sys
-from datetime import UTC, datetime
+import time
+from datetime import UTC, date, datetime
 from urllib.parse import unquote
 
 import dagster as dg
 from dagster_shared.error import SerializableErrorInfo
 from sqlalchemy import Engine
 
+from devenv.demo import load_history
 from devenv.errors import check_cinnox, cli, migrated_engine, verbose
 from devenv.postgres import data_dir
 from devenv.psql import libpq_url
@@ -96,6 +98,14 @@ def _run(stack: LocalStack, days: int) -> int:
     partitions = job.partitions_def
     assert partitions is not None
     keys = partitions.get_partition_keys(current_time=datetime.now(UTC))[-days:]
+    if stack.simulator is not None:
+        started = time.monotonic()
+        reads = load_history(engine, stack.simulator, date.fromisoformat(keys[0]))
+        if reads:
+            print(
+                f"Demo history: {reads} reads of the simulator at earlier moments of its clock, as the hourly "
+                f"refresh would have made them ({time.monotonic() - started:.1f}s; see devenv/demo.py)."
+            )
     apps = f"{len(settings.apps)} app" + ("s" if len(settings.apps) != 1 else "")
     print(f"Loading {keys[0]} .. {keys[-1]} for {apps}, one Dagster run per app:", flush=True)
 
@@ -145,10 +155,15 @@ def _outcome(result: dg.ExecuteInProcessResult, key: dg.AssetKey) -> str:
     meta = {name: value.value for name, value in event.materialization.metadata.items()}
     checks = result.get_asset_check_evaluations()
     passed = sum(1 for check in checks if check.passed)
+    warned = sorted(check.check_name for check in checks if not check.passed)
+    if warned:  # which ones, so that a newcomer can look them up in the asset's Checks tab
+        passed_text = f"{passed}/{len(checks)} passed, not {', '.join(warned)}"
+    else:
+        passed_text = f"{passed}/{len(checks)} passed"
     return (
         f"{meta['records_fetched']} records in {meta['pages']} pages; {meta['inserted']} inserted, "
         f"{meta['updated']} updated, {meta['unchanged']} unchanged, {meta['rejected']} rejected; "
-        f"checks {passed}/{len(checks)} passed (run {result.run_id[:8]})"
+        f"checks {passed_text} (run {result.run_id[:8]})"
     )
 
 
