@@ -63,11 +63,23 @@ def history_plan(simulator: SimulatorServer, first_day: date) -> list[Read]:
 
 def load_history(engine: Engine, simulator: SimulatorServer, first_day: date) -> int:
     """Make the reads of `history_plan` on an empty warehouse; returns how many (0: it was not empty)."""
-    with engine.connect() as conn:
-        if conn.scalar(select(func.count()).select_from(FactSentCampaign)):
-            return 0
+    with engine.connect() as lock:
+        # Two `make run` started at once on a fresh warehouse: one loads the history, the
+        # other waits here, then finds the warehouse filled and leaves it be.
+        lock.execute(select(func.pg_advisory_lock(func.hashtext("cinnox.demo_history"))))
+        lock.commit()
+        try:
+            if lock.scalar(select(func.count()).select_from(FactSentCampaign)):
+                return 0
+            lock.commit()
+            return _load_all(engine, simulator, history_plan(simulator, first_day))
+        finally:
+            lock.execute(select(func.pg_advisory_unlock(func.hashtext("cinnox.demo_history"))))
+            lock.commit()
+
+
+def _load_all(engine: Engine, simulator: SimulatorServer, plan: list[Read]) -> int:
     now = simulator.now
-    plan = history_plan(simulator, first_day)
     # The apps' reads of one moment side by side: the load's work is mostly the server's.
     with ThreadPoolExecutor(max_workers=len(simulator.apps)) as pool:
         try:
