@@ -32,7 +32,7 @@ $(INSTALLED): requirements.lock pyproject.toml
 
 install: $(INSTALLED) ## create .venv with the locked dependencies
 
-run: $(INSTALLED) ## load the last 30 days of every app through Dagster, with a few days of hourly history (about 30 s)
+run: $(INSTALLED) ## load the last 30 days of every app through Dagster, with a demo history (about 30 s from a clone, 15 s installed)
 	$(BIN)/python -m devenv.run
 
 test: $(INSTALLED) ## the whole test suite, real PostgreSQL and HTTP on loopback (5 to 8 minutes)
@@ -50,7 +50,7 @@ stop: $(INSTALLED) ## stop the embedded PostgreSQL
 simulator: $(INSTALLED) ## the CINNOX simulator alone, on port SIMULATOR_PORT= (8765)
 	$(BIN)/python -m cinnox.simulator --port $(SIMULATOR_PORT)
 
-bench: $(INSTALLED) ## every benchmark figure, about 3.5 minutes (RECORDS=1000000 for the 1M load figures)
+bench: $(INSTALLED) ## every benchmark figure, 3 to 7 minutes at 100k (RECORDS=1000000 for the 1M figures, about 6.5)
 	$(BIN)/python -m bench --records $(RECORDS)
 
 bench-marts: $(INSTALLED) ## time docs/warehouse.md's example queries on RECORDS campaigns
