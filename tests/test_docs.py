@@ -119,3 +119,11 @@ def test_readme_and_make_help_list_the_same_commands() -> None:
     assert in_readme - in_help == set()
     # Every command a newcomer types is in the README; `help` and `format` are the Makefile's own.
     assert in_help - in_readme <= {"help", "format", "install", "clean"}
+
+
+def test_readme_quotes_the_times_make_help_gives() -> None:
+    done = subprocess.run(["make", "--no-print-directory", "help"], cwd=ROOT, capture_output=True, text=True)
+    times = re.findall(r"\b\d+(?:\.\d+)?(?: to \d+)? (?:s|minutes)\b", done.stdout)
+    assert times  # `make help` gives the times of run, test and bench
+    readme = (ROOT / "README.md").read_text()
+    assert [t for t in times if t not in readme] == []
