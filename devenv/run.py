@@ -106,7 +106,7 @@ def _run(stack: LocalStack, days: int) -> int:
                 f"Demo history: {reads} reads of the simulator at earlier moments of its clock, as the hourly "
                 f"refresh would have made them ({time.monotonic() - started:.1f}s; see devenv/demo.py)."
             )
-    apps = f"{len(settings.apps)} app" + ("s" if len(settings.apps) != 1 else "")
+    apps = _count(len(settings.apps), "app")
     print(f"Loading {keys[0]} .. {keys[-1]} for {apps}, one Dagster run per app:", flush=True)
 
     failed: list[str] = []
@@ -127,6 +127,7 @@ def _run(stack: LocalStack, days: int) -> int:
 
     if failed:
         engine.dispose()
+        sys.stdout.flush()  # the runs' lines before the error line, also when both go to one pipe
         print(
             f"error: the run of {', '.join(failed)} failed, for the reason above; its logs: `make dev` (Runs), "
             "or this again with VERBOSE=1",
@@ -161,10 +162,15 @@ def _outcome(result: dg.ExecuteInProcessResult, key: dg.AssetKey) -> str:
     else:
         passed_text = f"{passed}/{len(checks)} passed"
     return (
-        f"{meta['records_fetched']} records in {meta['pages']} pages; {meta['inserted']} inserted, "
+        f"{_count(meta['records_fetched'], 'record')} in {_count(meta['pages'], 'page')}; {meta['inserted']} inserted, "
         f"{meta['updated']} updated, {meta['unchanged']} unchanged, {meta['rejected']} rejected; "
         f"checks {passed_text} (run {result.run_id[:8]})"
     )
+
+
+def _count(number: object, noun: str) -> str:
+    """ "1 app", "2 apps": English for a count."""
+    return f"{number} {noun}" + ("" if number == 1 else "s")
 
 
 def _root_cause(result: dg.ExecuteInProcessResult) -> str:
