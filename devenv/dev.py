@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import fcntl
-import hashlib
 import os
 import socket
 import subprocess
@@ -23,6 +22,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from devenv.errors import OperatorError, check_cinnox, cli, migrated_engine
+from devenv.instance import lock_file, opened_instance
 from devenv.postgres import PROJECT_ROOT
 from devenv.stack import local_stack
 from pipelines.settings import PipelineSettings
@@ -46,6 +46,8 @@ def _dev(host: str, port: int, simulator_port: int) -> int:
         if stack.simulator is None:
             check_cinnox(os.environ, PipelineSettings.from_env(os.environ).apps)
         migrated_engine(stack.database_url).dispose()
+        with opened_instance():
+            pass  # made here, in turns with any `make run`, before `dagster dev` opens it
         if stack.simulator is not None:
             print(f"CINNOX simulator: {stack.simulator.url}")
         print(f"Dagster UI: {url}  (Ctrl-C to stop)", flush=True)
@@ -75,10 +77,7 @@ def require_free_port(host: str, port: int, variable: str, what: str) -> None:
 def one_dev_per_instance(url: str) -> Iterator[None]:
     """Hold a lock for the Dagster instance (DAGSTER_HOME) while `dagster dev` runs."""
     home = Path(os.environ.get("DAGSTER_HOME") or PROJECT_ROOT).resolve()
-    digest = hashlib.sha256(str(home).encode()).hexdigest()[:12]
-    folder = PROJECT_ROOT / ".local"
-    folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / f"dev-{digest}.lock", "a+") as lock:
+    with open(lock_file("dev"), "a+") as lock:
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -23,6 +23,7 @@ from sqlalchemy import Engine
 
 from devenv.demo import load_history
 from devenv.errors import check_cinnox, cli, migrated_engine, verbose
+from devenv.instance import opened_instance
 from devenv.postgres import data_dir
 from devenv.psql import libpq_url
 from devenv.stack import LocalStack, local_stack
@@ -110,7 +111,7 @@ def _run(stack: LocalStack, days: int) -> int:
     print(f"Loading {keys[0]} .. {keys[-1]} for {apps}, one Dagster run per app:", flush=True)
 
     failed: list[str] = []
-    with dg.DagsterInstance.get() as instance:
+    with opened_instance() as instance:
         for app in settings.apps:
             key = sent_campaigns_key(app)
             result = job.execute_in_process(
