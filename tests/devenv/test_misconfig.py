@@ -161,11 +161,21 @@ def _cases(server_url: str, closed_port: int, held_port: int, database: str, sim
             ["plain http", "CINNOX_ALLOW_PLAIN_HTTP"],
         ),
         "dev: UI port taken": Case(["dev", f"PORT={held_port}"], {}, [f"port {held_port}", "PORT="]),
+        "dev: database down": Case(
+            ["dev", f"PORT={closed_port}", "SIMULATOR_PORT=0"],
+            {"DATABASE_URL": down},
+            [f"127.0.0.1:{closed_port}", "DATABASE_URL", "Connection refused"],
+        ),
         "simulator: port taken": Case(
             ["simulator", f"SIMULATOR_PORT={held_port}"], {}, [f"port {held_port}", "SIMULATOR_PORT="]
         ),
         "estimate: unknown app": Case(["estimate", "APP=nope"], {}, ["'nope' is not a known app", "sim-app-1"]),
         "estimate: bad date": Case(["estimate", "START=2025-13-01"], {}, ["START", "'2025-13-01' is not a date"]),
+        "estimate: no token": Case(
+            ["estimate", "APP=acme-hk"],
+            {"CINNOX_APP_IDS": "acme-hk", "CINNOX_BASE_URL": "https://cinnox.example.com"},
+            ["CINNOX_TOKEN_ACME_HK"],
+        ),
         "estimate: CINNOX refuses connections": Case(
             ["estimate", "APP=acme-hk"],
             {**cinnox, "CINNOX_BASE_URL": f"http://127.0.0.1:{closed_port}"},
@@ -184,9 +194,11 @@ CASES = [
     "run: wrong token",
     "run: plain http to a remote host",
     "dev: UI port taken",
+    "dev: database down",
     "simulator: port taken",
     "estimate: unknown app",
     "estimate: bad date",
+    "estimate: no token",
     "estimate: CINNOX refuses connections",
     "psql: database down",
 ]
