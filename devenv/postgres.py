@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+from contextlib import suppress
 from pathlib import Path
 
 import psycopg
@@ -35,7 +36,9 @@ def ensure_database(server_uri: str, name: str) -> None:
     """Create database `name` on the server unless it exists."""
     with psycopg.connect(server_uri, autocommit=True) as conn:
         if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone() is None:
-            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+            # Another `make run` or `make dev`, started at the same moment, may make it first.
+            with suppress(psycopg.errors.DuplicateDatabase, psycopg.errors.UniqueViolation):
+                conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
 
 
 def embedded_warehouse_url(folder: Path | None = None) -> str:

@@ -3,7 +3,8 @@
     python -m devenv.run [--days 30]
 
 Uses DATABASE_URL and the CINNOX settings when they are set; otherwise starts the embedded
-PostgreSQL and the simulator (see devenv.stack). Exits non-zero if any app's run failed.
+PostgreSQL and the simulator (see devenv.stack). Exits non-zero if any app's run failed, with
+the failing step's own error; a setup mistake is one `error:` line (VERBOSE=1: the traceback).
 """
 
 from __future__ import annotations
@@ -12,25 +13,59 @@ import argparse
 import logging
 import os
 import sys
-from datetime import UTC, datetime
+import time
+from datetime import UTC, date, datetime
 from urllib.parse import unquote
 
 import dagster as dg
+from dagster_shared.error import SerializableErrorInfo
 from sqlalchemy import Engine
 
+from devenv.demo import load_history
+from devenv.errors import check_cinnox, cli, migrated_engine, verbose
+from devenv.instance import opened_instance
 from devenv.postgres import data_dir
 from devenv.psql import libpq_url
 from devenv.stack import LocalStack, local_stack
 from pipelines.assets import sent_campaigns_key
 from pipelines.definitions import build_definitions
 from pipelines.partitions import range_tags
-from pipelines.settings import PipelineSettings, SettingsError
-from warehouse.db import create_warehouse_engine
-from warehouse.migrate import upgrade_to_head
+from pipelines.settings import PipelineSettings
 from warehouse.reporting import campaign_summary
 
-# Dagster's console logger at INFO: the asset's own progress lines, not every step event.
-_PROGRESS_LOGGING = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
+_PROGRESS = "devenv_progress"
+
+
+@dg.logger(config_schema=None, description="The asset's own log lines, without Dagster's events and tracebacks.")
+def _progress_logger(_: dg.InitLoggerContext) -> logging.Logger:
+    log = logging.getLogger(f"devenv.{_PROGRESS}")
+    if not log.handlers:
+        handler = logging.StreamHandler(sys.stdout)
+        handler.addFilter(_own_lines)
+        handler.setFormatter(logging.Formatter("    %(message)s"))
+        log.addHandler(handler)
+        log.propagate = False
+    log.setLevel(logging.INFO)
+    return log
+
+
+def _own_lines(record: logging.LogRecord) -> bool:
+    """Keep what the asset logs itself (progress, warnings); drop Dagster's own step events."""
+    meta = getattr(record, "dagster_meta", None) or {}
+    if meta.get("dagster_event") is not None:
+        return False
+    message = str(meta.get("orig_message", record.getMessage()))
+    if message.startswith("Dependencies for step "):  # the executor skipping checks after a failure
+        return False
+    record.msg, record.args = message, ()
+    return True
+
+
+def _run_config() -> dict[str, object]:
+    # VERBOSE=1: Dagster's console logger with every event and traceback; else the asset's lines.
+    if verbose():
+        return {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
+    return {"loggers": {_PROGRESS: {}}}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -40,48 +75,72 @@ def main(argv: list[str] | None = None) -> int:
     if args.days < 1:
         parser.error("--days must be at least 1")
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    try:
+
+    def run() -> int:
         with local_stack() as stack:
             return _run(stack, args.days)
-    except SettingsError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+
+    return cli(run)
 
 
 def _run(stack: LocalStack, days: int) -> int:
+    settings = PipelineSettings.from_env(os.environ)
+    if stack.simulator is None:
+        check_cinnox(os.environ, settings.apps)
     print(_describe(stack))
-    engine = create_warehouse_engine(stack.database_url)
-    upgrade_to_head(engine)
+    engine = migrated_engine(stack.database_url)
     print("Warehouse schema is at the newest migration.")
 
-    settings = PipelineSettings.from_env(os.environ)
-    defs = build_definitions(os.environ)
+    defs = dg.Definitions.merge(
+        build_definitions(os.environ),
+        dg.Definitions(loggers={_PROGRESS: _progress_logger, **dg.default_loggers()}),
+    )
     job = defs.resolve_implicit_global_asset_job_def()
     partitions = job.partitions_def
     assert partitions is not None
     keys = partitions.get_partition_keys(current_time=datetime.now(UTC))[-days:]
-    print(f"Loading {keys[0]} .. {keys[-1]} for {len(settings.apps)} apps, one Dagster run per app:")
+    if stack.simulator is not None:
+        started = time.monotonic()
+        reads = load_history(engine, stack.simulator, date.fromisoformat(keys[0]))
+        if reads:
+            print(
+                f"Demo history: {reads} reads of the simulator at earlier moments of its clock, as the hourly "
+                f"refresh would have made them ({time.monotonic() - started:.1f}s; see devenv/demo.py)."
+            )
+    apps = _count(len(settings.apps), "app")
+    print(f"Loading {keys[0]} .. {keys[-1]} for {apps}, one Dagster run per app:", flush=True)
 
-    failed = 0
-    with dg.DagsterInstance.get() as instance:
+    failed: list[str] = []
+    with opened_instance() as instance:
         for app in settings.apps:
             key = sent_campaigns_key(app)
             result = job.execute_in_process(
-                run_config=_PROGRESS_LOGGING,
+                run_config=_run_config(),
                 instance=instance,
                 asset_selection=[key],
                 tags=range_tags(keys[0], keys[-1]),
                 raise_on_error=False,
             )
-            failed += not result.success
-            print(f"  {app.app_id}: {_outcome(result, key)}")
+            outcome = _outcome(result, key)
+            if not result.success:
+                failed.append(app.app_id)
+            print(f"  {app.app_id}: {outcome}", flush=True)
 
+    if failed:
+        engine.dispose()
+        sys.stdout.flush()  # the runs' lines before the error line, also when both go to one pipe
+        print(
+            f"error: the run of {', '.join(failed)} failed, for the reason above; its logs: `make dev` (Runs), "
+            "or this again with VERBOSE=1",
+            file=sys.stderr,
+        )
+        return 1
     print()
     print(_summary_table(engine))
     print()
     print(_how_to_connect(stack))
     engine.dispose()
-    return 1 if failed else 0
+    return 0
 
 
 def _describe(stack: LocalStack) -> str:
@@ -92,19 +151,61 @@ def _describe(stack: LocalStack) -> str:
 
 def _outcome(result: dg.ExecuteInProcessResult, key: dg.AssetKey) -> str:
     if not result.success:
-        failures = [event.message or "" for event in result.all_events if event.is_failure]
-        return "FAILED: " + (failures[-1] if failures else "see the run's logs in `make dev`")
+        return f"FAILED (run {result.run_id[:8]}): {_root_cause(result)}"
     # Each day carries its own figures; the last day also the run's (run_...).
     events = [e for e in result.get_asset_materialization_events() if e.asset_key == key]
     event = max(events, key=lambda e: str(e.partition))
     meta = {name: value.value for name, value in event.materialization.metadata.items()}
     checks = result.get_asset_check_evaluations()
     passed = sum(1 for check in checks if check.passed)
+    warned = sorted(check.check_name for check in checks if not check.passed)
+    if warned:  # which ones, so that a newcomer can look them up in the asset's Checks tab
+        passed_text = f"{passed}/{len(checks)} passed, not {', '.join(warned)}"
+    else:
+        passed_text = f"{passed}/{len(checks)} passed"
     return (
-        f"{meta['run_records_fetched']} records in {meta['run_chunks']} chunk(s), {meta['run_requests']} requests; "
-        f"{meta['run_inserted']} inserted, {meta['run_updated']} updated, {meta['run_unchanged']} unchanged, "
-        f"{meta['run_rejected']} rejected; checks {passed}/{len(checks)} passed (run {result.run_id[:8]})"
+        f"{_count(meta['run_records_fetched'], 'record')} in {_count(meta['run_chunks'], 'chunk')}, "
+        f"{_count(meta['run_requests'], 'request')}; {meta['run_inserted']} inserted, {meta['run_updated']} updated, "
+        f"{meta['run_unchanged']} unchanged, {meta['run_rejected']} rejected; "
+        f"checks {passed_text} (run {result.run_id[:8]})"
     )
+
+
+def _count(number: object, noun: str) -> str:
+    """ "1 app", "2 apps": English for a count."""
+    return f"{number} {noun}" + ("" if number == 1 else "s")
+
+
+def _root_cause(result: dg.ExecuteInProcessResult) -> str:
+    """The failing step's own error (what the asset raised), not the run's "Steps failed"."""
+    errors: list[SerializableErrorInfo] = []
+    for event in result.all_events:
+        if event.is_step_failure and event.step_failure_data.error is not None:
+            errors.append(event.step_failure_data.error)
+        elif event.is_run_failure and event.job_failure_data.error is not None:
+            errors.append(event.job_failure_data.error)
+    if not errors:
+        failures = [event.message or "" for event in result.all_events if event.is_failure]
+        return failures[-1] if failures else "see the run's logs in `make dev`"
+    chain: list[SerializableErrorInfo] = []
+    error: SerializableErrorInfo | None = errors[0]
+    while error is not None:
+        chain.append(error)
+        error = error.cause or error.context
+    # Dagster wraps the asset's exception ("Error occurred while executing op ..."): skip its own.
+    own = [e for e in chain if not (e.cls_name or "").startswith("Dagster")] or chain
+    text = _message(own[0])
+    if len(own) > 1 and _message(own[-1]) not in text:
+        text += f" (cause: {_message(own[-1])})"
+    return text
+
+
+def _message(error: SerializableErrorInfo) -> str:
+    """The exception's message without its class path, on one line."""
+    message = error.message.strip()
+    if error.cls_name and ": " in message and message.split(": ", 1)[0].endswith(error.cls_name):
+        message = message.split(": ", 1)[1]
+    return " ".join(message.split())
 
 
 def _summary_table(engine: Engine) -> str:

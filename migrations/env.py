@@ -11,9 +11,10 @@ from logging.config import fileConfig
 from typing import Any
 
 from alembic import context
-from sqlalchemy import Connection
+from sqlalchemy import Connection, text
+from sqlalchemy.exc import OperationalError
 
-from warehouse.db import create_warehouse_engine
+from warehouse.db import connection_problem, create_warehouse_engine
 from warehouse.models import SCHEMAS, Base
 
 config = context.config
@@ -29,7 +30,30 @@ def include_name(name: str | None, type_: str, parent_names: Any) -> bool:
     return True
 
 
+# Any number of processes may migrate one database at once (`make run` and `make dev` started
+# together, a deploy job per replica): they take turns on this advisory lock, and each one that
+# gets it after the first finds the schema at head and does nothing.
+MIGRATION_LOCK = "SELECT pg_advisory{scope}_lock(hashtext('cinnox_warehouse_migrations'))"
+MIGRATION_UNLOCK = "SELECT pg_advisory_unlock(hashtext('cinnox_warehouse_migrations'))"
+
+
 def run_migrations(connection: Connection) -> None:
+    if connection.in_transaction():
+        # The caller's transaction (`warehouse.migrate.upgrade_to_head`): the lock lasts until it
+        # commits or rolls back, which is after the last revision.
+        connection.execute(text(MIGRATION_LOCK.format(scope="_xact")))
+        _run_migrations(connection)
+        return
+    connection.execute(text(MIGRATION_LOCK.format(scope="")))
+    connection.commit()  # the session lock outlives this; each revision then has its own transaction
+    try:
+        _run_migrations(connection)
+    finally:
+        connection.execute(text(MIGRATION_UNLOCK))
+        connection.commit()
+
+
+def _run_migrations(connection: Connection) -> None:
     context.configure(
         connection=connection,
         target_metadata=Base.metadata,
@@ -53,11 +77,17 @@ def main() -> None:
         return
     url = os.environ.get("DATABASE_URL")
     if not url:
-        raise SystemExit("DATABASE_URL is not set: export it, or use `make migrate`, which starts the embedded one")
+        raise SystemExit(
+            "error: DATABASE_URL is not set: export it, or run `make run`, which migrates the embedded warehouse"
+        )
     engine = create_warehouse_engine(url)
     try:
         with engine.connect() as conn:
             run_migrations(conn)
+    except OperationalError as exc:
+        if os.environ.get("VERBOSE", "0") not in ("", "0"):
+            raise
+        raise SystemExit(f"error: {connection_problem(exc, url)}") from None
     finally:
         engine.dispose()
 

@@ -25,7 +25,11 @@ def alembic_config() -> Config:
 
 
 def upgrade_to_head(engine: Engine) -> None:
-    """Bring the warehouse schema to the newest revision; a no-op when it is there already."""
+    """Bring the warehouse schema to the newest revision; a no-op when it is there already.
+
+    Safe to call from many processes at once: migrations/env.py takes an advisory lock first,
+    so they migrate one after the other and the later ones find the schema at head.
+    """
     with engine.begin() as conn:
         config = alembic_config()
         config.attributes["connection"] = conn

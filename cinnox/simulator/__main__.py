@@ -107,7 +107,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
 
-    with server.start():
+    try:
+        server.start()
+    except OSError as exc:
+        # One line, no traceback: the usual cause is `make dev`'s simulator on the same port.
+        print(
+            f"error: port {args.port} on {args.host} is taken ({exc.strerror or exc}): stop what uses it, or pick "
+            "another with --port (make simulator SIMULATOR_PORT=<port>; 0 picks a free one)",
+            file=sys.stderr,
+        )
+        return 2
+    with server:
         lines = [
             f"CINNOX simulator listening on {server.url} (seed {server.seed}, now {server.now.isoformat()})",
             *(f"  app {app} token {token}" for app, token in server.apps.items()),

@@ -125,8 +125,11 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
         return
 
 
-def launch_partition(page: Page, partition: str) -> str:
-    """From an asset's page: Materialize, type the partition, launch; the new run's path."""
+def launch_partition(page: Page, partition: str, screenshot: Path | None = None) -> str:
+    """From an asset's page: Materialize, type the partition, launch; the new run's path.
+
+    With `screenshot`, a picture of the launch (backfill) dialog as filled in, before launching.
+    """
     from playwright.sync_api import expect
 
     page.get_by_role("button", name="Materialize…").click()
@@ -136,6 +139,8 @@ def launch_partition(page: Page, partition: str) -> str:
     partitions.fill(partition)
     partitions.press("Enter")
     expect(dialog.get_by_text("1 partition", exact=True)).to_be_visible()
+    if screenshot is not None:
+        page.screenshot(path=str(screenshot))
     dialog.get_by_role("button", name="Launch 1 run").click()
     run_link = page.locator("a[href*='/runs/']").filter(has_text="View").first
     expect(run_link).to_be_visible(timeout=60_000)
@@ -174,14 +179,21 @@ def test_launch_partitions_from_the_ui_and_see_them_succeed(
             asset.click()
             expect(page.get_by_text("Messages delivered to recipients.")).to_be_visible(timeout=60_000)
             expect(page.get_by_text("data-engineering")).to_be_visible()
+            page.screenshot(path=str(SCREENSHOTS / "asset-overview.png"), full_page=True)
 
             # Materialize one partition from the asset page, then watch the run succeed.
-            run_path = launch_partition(page, PARTITION)
+            run_path = launch_partition(page, PARTITION, SCREENSHOTS / "backfill-dialog.png")
             page.goto(f"{dagster_ui}{run_path}")
             expect(page.get_by_text(f"partition: {PARTITION}")).to_be_visible(timeout=60_000)
             expect(page.get_by_text("Success", exact=True).first).to_be_visible(timeout=RUN_MS)
             expect(page.get_by_text("RUN_SUCCESS").first).to_be_visible(timeout=60_000)
             page.screenshot(path=str(SCREENSHOTS / "run-success.png"))
+
+            # The asset's checks, evaluated by that run.
+            page.goto(f"{dagster_ui}/assets/cinnox/sent_campaigns/sim_app_1?view=checks")
+            expect(page.get_by_text("unique_campaign_ids").first).to_be_visible(timeout=60_000)
+            expect(page.get_by_text("count_reconciled_with_api").first).to_be_visible()
+            page.screenshot(path=str(SCREENSHOTS / "asset-checks.png"), full_page=True)
 
             # Back on the asset, the materialization and its metadata.
             page.goto(f"{dagster_ui}/assets/cinnox/sent_campaigns/sim_app_1?view=partitions&partition={PARTITION}")

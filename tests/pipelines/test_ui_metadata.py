@@ -115,6 +115,10 @@ def test_freshness_allows_one_schedule_interval(cron: str, interval: timedelta) 
 def test_freshness_sensor_runs_by_default(defs: dg.Definitions) -> None:
     sensor = defs.resolve_sensor_def("cinnox_freshness_sensor")
     assert sensor.default_status == dg.DefaultSensorStatus.RUNNING
+    # The UI shows its check selection only as a Python repr: the description names the checks.
+    assert sensor.description is not None
+    assert "cinnox/sent_campaigns/sim_app_1:freshness_check" in sensor.description
+    assert "AssetSelection" not in sensor.description
 
 
 def _chunk(api_total: int | None, records: int, rejected: int = 0, day: int = 10) -> dict[str, object]:

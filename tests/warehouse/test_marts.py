@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from collections import defaultdict
 from datetime import UTC, date, datetime, timedelta
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +49,8 @@ def load_twice(engine: Engine, sim: SimulatorServer) -> None:
 def rate(numerator: int | None, denominator: int | None) -> Decimal | None:
     if numerator is None or denominator is None or denominator == 0:
         return None
-    return Decimal(numerator) / Decimal(denominator)
+    # The marts' rates are numeric(10, 4): PostgreSQL rounds half away from zero.
+    return (Decimal(numerator) / Decimal(denominator)).quantize(Decimal("0.0001"), rounding=ROUND_HALF_UP)
 
 
 def rates(counters: dict[str, Any]) -> dict[str, Decimal | None]:
