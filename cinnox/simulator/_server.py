@@ -303,28 +303,29 @@ class SimulatorServer:
                 app_id, {**template[0], "id": f"live-{number:08d}", "date": sent, "campaignName": f"Live {number}"}
             )
 
-    def _vanish_first(self, app_id: str, params: Mapping[str, str]) -> None:
-        """The campaign that sorts first in the requested window stops being served."""
+    def _first_in_window(self, app_id: str, params: Mapping[str, str]) -> dict[str, Any] | None:
+        """The campaign that sorts first in the requested window, if the query is good and it has one."""
         try:
             start, end, _, _ = self._parse_query(params)
         except _BadQuery:
-            return
+            return None
         existing = self._records(app_id, start, end)
-        if existing:
-            self.hide_campaign(app_id, str(existing[0]["id"]))
+        return existing[0] if existing else None
+
+    def _vanish_first(self, app_id: str, params: Mapping[str, str]) -> None:
+        """The campaign that sorts first in the requested window stops being served."""
+        first = self._first_in_window(app_id, params)
+        if first is not None:
+            self.hide_campaign(app_id, str(first["id"]))
 
     def _new_campaign(self, app_id: str, params: Mapping[str, str]) -> None:
         """A campaign that sorts first in the requested window, copied from its first one."""
-        try:
-            start, end, _, _ = self._parse_query(params)
-        except _BadQuery:
-            return
-        existing = self._records(app_id, start, end)
-        if not existing:
+        first = self._first_in_window(app_id, params)
+        if first is None:
             return
         with self._lock:
             number = sum(len(extra) for extra in self._extra.values()) + 1
-        record = {**existing[0], "id": f"000000-late-{number:04d}", "campaignName": f"Late campaign {number}"}
+        record = {**first, "id": f"000000-late-{number:04d}", "campaignName": f"Late campaign {number}"}
         self.add_campaign(app_id, record)
 
     def campaigns(self, app_id: str, start: datetime, end: datetime) -> list[dict[str, Any]]:

@@ -195,9 +195,15 @@ def test_launch_partitions_from_the_ui_and_see_them_succeed(
             expect(page.get_by_text("count_reconciled_with_api").first).to_be_visible()
             page.screenshot(path=str(SCREENSHOTS / "asset-checks.png"), full_page=True)
 
-            # Back on the asset, the materialization and its metadata.
+            # Back on the asset, the partition's materialization and its metadata: that day's own
+            # figures (records, inserted, ...), and the run's (run_...).
             page.goto(f"{dagster_ui}/assets/cinnox/sent_campaigns/sim_app_1?view=partitions&partition={PARTITION}")
-            expect(page.get_by_text("records_fetched").first).to_be_visible(timeout=60_000)
+            expect(page.get_by_text("run_records_fetched").first).to_be_visible(timeout=60_000)
+            day = datetime.fromisoformat(PARTITION).replace(tzinfo=UTC)
+            sent_that_day = len(simulator.campaigns("sim-app-1", day, day + timedelta(days=1)))
+            for name in ("records", "inserted"):
+                row = page.locator("tr").filter(has=page.get_by_text(name, exact=True)).first
+                expect(row).to_contain_text(str(sent_that_day))
             page.screenshot(path=str(SCREENSHOTS / "asset-partition.png"), full_page=True)
 
             # A second partition gives the Plots a second point per metadata key: a trend.
@@ -208,9 +214,9 @@ def test_launch_partitions_from_the_ui_and_see_them_succeed(
             page.goto(f"{dagster_ui}/assets/cinnox/sent_campaigns/sim_app_1")
             page.get_by_role("button", name="Plots").click()
             page.get_by_role("button", name="Events").click()  # x axis: materializations over time
-            chart = page.get_by_text("api_total", exact=True).first  # a chart per numeric key
+            chart = page.get_by_text("run_requests", exact=True).first  # a chart per numeric key
             expect(chart).to_be_visible(timeout=60_000)
-            expect(page.get_by_text("dimension_rows_inserted", exact=True).first).to_be_visible()
+            expect(page.get_by_text("newer_in_warehouse", exact=True).first).to_be_visible()
             page.mouse.wheel(0, chart.bounding_box()["y"] - 150 if chart.bounding_box() else 0)
             page.wait_for_timeout(1000)  # let the charts draw before the picture; nothing is asserted on it
             page.screenshot(path=str(SCREENSHOTS / "asset-plots.png"))
