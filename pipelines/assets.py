@@ -249,46 +249,48 @@ def _day_metadata(result: LoadResult, partition_key: str) -> dict[str, Any]:
 
 
 def _run_metadata(done: WindowLoad) -> dict[str, Any]:
-    """The run's own figures, prefixed run_: requests, chunks, waits and totals of the whole window."""
+    """The run's own figures, prefixed run_: requests, chunks, waits and totals of the whole window.
+
+    Kept small (an event's metadata is stored and sent as it is): what every run has, plus what
+    only some runs have, when they have it. Each day's own figures are on its own event.
+    """
     result, stats = done.result, done.stats
     metadata: dict[str, Any] = {
-        "run_window_start": done.requested.start.isoformat(),
-        "run_window_end": done.requested.end.isoformat(),
-        "run_read_until": (done.read.end if done.read else done.requested.start).isoformat(),
         "run_chunks": done.chunks,
-        "run_chunks_resumed": done.resumed_chunks,
-        "run_chunks_split": done.split_chunks,
         "run_requests": stats.requests,
         "run_pages": stats.pages,
         "run_reads": stats.reads,
         "run_retries": stats.retries,
-        "run_retry_wait_seconds": round(stats.retry_wait_seconds, 3),
         "run_rate_limit_wait_seconds": round(stats.rate_limit_wait_seconds, 3),
         "run_records_fetched": result.records,
-        "run_valid": result.valid,
         "run_rejected": result.rejected,
         "run_inserted": result.inserted,
         "run_updated": result.updated,
         "run_unchanged": result.unchanged,
-        "run_newer_in_warehouse": result.stale,
-        "run_vanished_during_read": result.vanished,
-        "run_duplicate_records": result.duplicates,
-        "run_raw_versions_inserted": result.raw_versions_inserted,
-        "run_rejects_inserted": result.rejects_inserted,
-        "run_dimension_rows_inserted": result.dimension_rows_inserted,
-        "run_snapshots_inserted": result.snapshots_inserted,
-        "run_reject_share": round(result.reject_share, 4),
-        "run_reject_reasons": dg.MetadataValue.json(dict(result.reject_reasons.most_common(10))),
-        "run_counter_regressions": result.counter_regressions,
-        "run_marked_missing_at_source": result.marked_missing,
-        "run_reappeared_at_source": result.reappeared,
-        "run_missing_at_source": result.missing_at_source,
-        "run_paging_drift": dg.MetadataValue.json(stats.drift[-10:]),
-        "run_new_unknown_fields": dg.MetadataValue.json(result.new_fields),
         "run_seconds": round(done.seconds, 3),
     }
     if done.expected is not None:
         metadata["run_api_total"] = done.expected
+    if done.read is not None and done.read.end < done.requested.end:
+        metadata["run_live_edge"] = done.read.end.isoformat()
+    occasional = {
+        "run_chunks_resumed": done.resumed_chunks,
+        "run_chunks_split": done.split_chunks,
+        "run_retry_wait_seconds": round(stats.retry_wait_seconds, 3),
+        "run_newer_in_warehouse": result.stale,
+        "run_vanished_during_read": result.vanished,
+        "run_counter_regressions": result.counter_regressions,
+        "run_marked_missing_at_source": result.marked_missing,
+        "run_reappeared_at_source": result.reappeared,
+        "run_missing_at_source": result.missing_at_source,
+    }
+    metadata.update({name: value for name, value in occasional.items() if value})
+    if result.reject_reasons:
+        metadata["run_reject_reasons"] = dg.MetadataValue.json(dict(result.reject_reasons.most_common(5)))
+    if stats.drift:
+        metadata["run_paging_drift"] = dg.MetadataValue.json(stats.drift[-3:])
+    if result.new_fields:
+        metadata["run_new_unknown_fields"] = dg.MetadataValue.json(result.new_fields)
     return metadata
 
 
