@@ -482,6 +482,11 @@ class LoadChunk(Base):
     marked_missing: Mapped[int] = mapped_column(
         Integer, comment="Campaigns of the window the accepted read no longer returned, marked now."
     )
+    window_completed_at: Mapped[datetime | None] = mapped_column(
+        Timestamp,
+        comment="When the run finished its whole window. A retry resumes only from chunks of a window not "
+        "finished; a re-execution of a run that finished reads everything again.",
+    )
 
 
 def table_of(model: type[Base]) -> Table:

@@ -93,6 +93,13 @@ def upgrade() -> None:
             nullable=False,
             comment="Campaigns of the window the accepted read no longer returned, marked now.",
         ),
+        sa.Column(
+            "window_completed_at",
+            _TS,
+            nullable=True,
+            comment="When the run finished its whole window. A retry resumes only from chunks of a window not "
+            "finished; a re-execution of a run that finished reads everything again.",
+        ),
         sa.PrimaryKeyConstraint("chunk_id", name=op.f("pk_load_chunk")),
         schema="cinnox_ops",
         comment="The ledger of committed chunks: one row per sub-window of a run that was read from CINNOX "

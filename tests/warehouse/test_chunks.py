@@ -211,6 +211,11 @@ def test_a_killed_run_resumes_from_the_ledger_and_ends_as_a_clean_run(
     ]
     assert reread == []
     assert 1 <= retry.chunks <= planned - kill_after + 1
+    # Once the window is whole, a re-execution of the same run reads it all again.
+    with client_for(simulator) as client:
+        again = load_window(killed, client, window, LedgerKey(APP, "family", window, "run-3"), chunk_records=180)
+    assert again.resumed_chunks == 0
+    assert again.chunks >= planned - 1
     left, right = content(killed), content(clean)
     only_left = sorted(left - right, key=str)[:2]
     only_right = sorted(right - left, key=str)[:2]

@@ -25,7 +25,7 @@ from sqlalchemy import Engine
 from cinnox import ChunkRead, CinnoxClient, ExtractionStats, ReadStopped, Window, WindowTooLarge
 from warehouse.load import DEFAULT_MERGE_LOCK_TIMEOUT, load_chunk
 from warehouse.load.clock import DatabaseClock
-from warehouse.load.ledger import LedgerKey, committed_windows
+from warehouse.load.ledger import LedgerKey, committed_windows, mark_window_completed
 from warehouse.load.plan import can_split, live_edge, parts_for, plan, split
 from warehouse.load.result import DEFAULT_SETTLE, LoadResult, SettlePolicy
 
@@ -205,5 +205,8 @@ def load_window(
                 logger=log,
             )
         harvest()
+    if not done.result.reject_share_exceeded:
+        with engine.begin() as conn:
+            mark_window_completed(conn, ledger)
     done.seconds = time.monotonic() - began
     return done

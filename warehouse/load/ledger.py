@@ -3,14 +3,16 @@
 A chunk's row is written inside the chunk's own transaction, so the ledger lists exactly the
 chunks whose rows are in the warehouse. A run finds its chunks by its family (Dagster's root
 run id: the run, its step retries, its run retries and re-executions) and its requested window;
-a new run, a settle run or a concurrent run has its own family and reads everything again.
+a new run, a settle run or a concurrent run has its own family and reads everything again. Once
+a run has read its whole window, its chunks are marked completed: a re-execution of a run that
+succeeded reads everything again too.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import Connection, insert, select
+from sqlalchemy import Connection, func, insert, select, update
 
 from cinnox import ChunkRead, Window
 from warehouse.load.result import LoadResult
@@ -37,10 +39,28 @@ def committed_windows(conn: Connection, key: LedgerKey) -> list[Window]:
             ledger.c.run_family == key.run_family,
             ledger.c.requested_start == key.requested.start,
             ledger.c.requested_end == key.requested.end,
+            ledger.c.window_completed_at.is_(None),
         )
         .order_by(ledger.c.window_start)
     ).all()
     return [Window(start, end) for start, end in rows]
+
+
+def mark_window_completed(conn: Connection, key: LedgerKey) -> None:
+    """The run read its whole window: a later run of the same family (a re-execution of a run
+    that succeeded) reads it again instead of finding nothing left to do."""
+    ledger = table_of(LoadChunk)
+    conn.execute(
+        update(ledger)
+        .where(
+            ledger.c.app_id == key.app_id,
+            ledger.c.run_family == key.run_family,
+            ledger.c.requested_start == key.requested.start,
+            ledger.c.requested_end == key.requested.end,
+            ledger.c.window_completed_at.is_(None),
+        )
+        .values(window_completed_at=func.now())
+    )
 
 
 def record_chunk(conn: Connection, key: LedgerKey, chunk: ChunkRead, requests: int, result: LoadResult) -> None:
