@@ -9,6 +9,7 @@ import dagster as dg
 
 from cinnox import CinnoxAuthError, CinnoxRequestError, CinnoxRetryLater, CinnoxUnavailable, Window
 from pipelines.resources import CinnoxResource, WarehouseResource
+from pipelines.run_tags import APP_TAG, RETRY_AT_TAG
 from pipelines.settings import DEFAULT_MAX_REJECT_SHARE, AppSettings, PipelineSettings
 from pipelines.table_metadata import api_table_schema, fact_column_lineage, fact_table_name, fact_table_schema
 from warehouse.errors import classify
@@ -120,7 +121,10 @@ def _sent_campaigns_asset(
             ) from exc
         except CinnoxRetryLater as exc:
             # CINNOX asked for a longer pause than a run should sit out: not retried by Dagster
-            # either; the schedule's next tick after `retry_at` reads the window again.
+            # either. The run's tag tells the schedule and the settle sensor to wait until then.
+            context.instance.add_run_tags(
+                context.run.run_id, {RETRY_AT_TAG: exc.retry_at.isoformat(), APP_TAG: app.slug}
+            )
             raise dg.Failure(str(exc), metadata={"retry_at": exc.retry_at.isoformat()}, allow_retries=False) from None
         except CinnoxRequestError as exc:
             raise dg.Failure(str(exc), allow_retries=False) from exc

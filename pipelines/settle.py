@@ -18,13 +18,14 @@ from sqlalchemy import Engine, func, select
 from pipelines.assets import sent_campaigns_key
 from pipelines.partitions import range_tags
 from pipelines.resources import WarehouseResource
+from pipelines.run_tags import APP_TAG, cinnox_asks_to_wait
 from pipelines.settings import PipelineSettings
 from warehouse.models import DimApp, FactSentCampaign
 
 SETTLE_SENSOR = "cinnox_settle_sensor"
 TRIGGER_TAG = "cinnox/trigger"
 UNSETTLED_DAYS_TAG = "cinnox/unsettled_days"
-APP_TAG = "cinnox/app"
+
 # A settle run of an app still in one of these: the next tick leaves that app alone, so runs
 # do not pile up behind the app's pool while one waits or reads.
 _UNFINISHED = [
@@ -124,6 +125,10 @@ def build_settle_sensor(
             )
             if unfinished:
                 busy.append(app_id)
+                continue
+            retry_at = cinnox_asks_to_wait(context.instance, slug, now)
+            if retry_at is not None:
+                context.log.info(f"CINNOX asked app {app_id} to come back after {retry_at.isoformat()}: not read now")
                 continue
             days = unsettled_send_dates(warehouse.engine, app_id, *window)
             for first, last in contiguous_ranges(days):

@@ -132,7 +132,10 @@ def test_the_schedules_run_request_runs(
     run_range: Callable[..., dg.ExecuteInProcessResult], environment: dict[str, str]
 ) -> None:
     schedule = build_definitions(environment).resolve_schedule_def("cinnox_refresh_schedule")
-    with dg.build_schedule_context(scheduled_execution_time=NOW) as context:
+    with (
+        dg.instance_for_test() as instance,
+        dg.build_schedule_context(instance=instance, scheduled_execution_time=NOW) as context,
+    ):
         request = next(r for r in schedule.evaluate_tick(context).run_requests or [] if r.asset_selection == [KEY])
     tags = request.tags
     result = run_range(tags["dagster/asset_partition_range_start"], tags["dagster/asset_partition_range_end"])

@@ -75,7 +75,10 @@ def test_schedule_refreshes_the_last_seven_days_in_one_run_per_app() -> None:
     schedule = defs.resolve_schedule_def("cinnox_refresh_schedule")
     assert schedule.default_status == dg.DefaultScheduleStatus.RUNNING
     tick = datetime(2026, 6, 15, 1, 0, tzinfo=UTC)
-    with dg.build_schedule_context(scheduled_execution_time=tick) as context:
+    with (
+        dg.instance_for_test() as instance,
+        dg.build_schedule_context(instance=instance, scheduled_execution_time=tick) as context,
+    ):
         requests = schedule.evaluate_tick(context).run_requests or []
     assert sorted(r.asset_selection[0].to_user_string() for r in requests if r.asset_selection) == [
         "cinnox/sent_campaigns/sim_app_1",
@@ -90,7 +93,12 @@ def test_schedule_window_length_is_configurable() -> None:
     defs = build_definitions({"CINNOX_REFRESH_DAYS": "3", "CINNOX_REFRESH_CRON": "*/15 * * * *"})
     schedule = defs.resolve_schedule_def("cinnox_refresh_schedule")
     assert schedule.cron_schedule == "*/15 * * * *"
-    with dg.build_schedule_context(scheduled_execution_time=datetime(2026, 6, 15, tzinfo=UTC)) as context:
+    with (
+        dg.instance_for_test() as instance,
+        dg.build_schedule_context(
+            instance=instance, scheduled_execution_time=datetime(2026, 6, 15, tzinfo=UTC)
+        ) as context,
+    ):
         (first, *_) = schedule.evaluate_tick(context).run_requests or []
     assert first.tags[PARTITION_RANGE_START_TAG] == "2026-06-13"
 

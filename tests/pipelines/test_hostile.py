@@ -18,7 +18,7 @@ import threading
 import time
 import zlib
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -140,12 +140,12 @@ def run(
     for name, value in environment.items():
         monkeypatch.setenv(name, value)
 
-    def execute(**extra: str) -> dg.ExecuteInProcessResult:
+    def execute(instance: dg.DagsterInstance | None = None, **extra: str) -> dg.ExecuteInProcessResult:
         for name, value in extra.items():
             monkeypatch.setenv(name, value)
         job = build_definitions(os.environ).resolve_implicit_global_asset_job_def()
         return job.execute_in_process(
-            instance=dg.DagsterInstance.ephemeral(),
+            instance=instance or dg.DagsterInstance.ephemeral(),
             asset_selection=[KEY],
             tags=range_tags(DAY, DAY),
             raise_on_error=False,
@@ -365,9 +365,19 @@ def test_a_retry_after_beyond_the_budget_fails_at_once_saying_when(
         handler, 429, b'{"code": 6451010, "message": "slow down"}', {"Retry-After": "86400"}
     )
     started = time.monotonic()
-    result = run()
-    assert time.monotonic() - started < 20
-    assert not result.success
+    with dg.instance_for_test() as instance:
+        result = run(instance=instance)
+        assert time.monotonic() - started < 20
+        assert not result.success
+        # The schedule starts no run of the app before CINNOX's time, and does again after it.
+        schedule = build_definitions(os.environ).resolve_schedule_def("cinnox_refresh_schedule")
+        with dg.build_schedule_context(instance=instance, scheduled_execution_time=datetime.now(UTC)) as context:
+            tick = schedule.evaluate_tick(context)
+        assert not tick.run_requests
+        assert "CINNOX asked to come back later" in str(tick.skip_message)
+        later = datetime.now(UTC) + timedelta(days=2)
+        with dg.build_schedule_context(instance=instance, scheduled_execution_time=later) as context:
+            assert schedule.evaluate_tick(context).run_requests
     message = _failure(result)
     assert "CINNOX asked to wait 86400s (Retry-After), longer than the retry budget" in message
     assert "come back after 20" in message
