@@ -11,7 +11,7 @@ export DAGSTER_HOME ?= $(CURDIR)
 
 RECORDS ?= 100000
 
-.PHONY: install run test dev psql stop simulator lint format lock validate bench bench-marts estimate clean
+.PHONY: install run test dev psql stop simulator lint format lock validate bench bench-marts estimate rebuild clean
 
 $(INSTALLED): requirements.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -48,6 +48,9 @@ bench-marts: $(INSTALLED) ## time docs/warehouse.md's example queries on RECORDS
 
 estimate: $(INSTALLED) ## API requests and time a backfill will take: make estimate APP=id START=YYYY-MM-DD END=YYYY-MM-DD
 	$(BIN)/python -m pipelines.estimate --app "$(APP)" --start "$(START)" --end "$(END)"
+
+rebuild: $(INSTALLED) ## re-derive the star from cinnox_raw, no API request: make rebuild [APP=id] (default every app)
+	$(BIN)/python -m pipelines.rebuild $(if $(APP),--app "$(APP)")
 
 validate: $(INSTALLED) ## check the Dagster code location loads
 	$(BIN)/dagster definitions validate -w workspace.yaml

@@ -4,6 +4,9 @@ equals the loaded one, readers never see a half-built one, and today's rules app
 from __future__ import annotations
 
 import dataclasses
+import os
+import subprocess
+import sys
 import threading
 import time
 from datetime import UTC, datetime, timedelta
@@ -14,6 +17,8 @@ from sqlalchemy import Engine, func, select, text
 
 from cinnox import CinnoxClient, InvalidRecord, Page, SentCampaign, Window
 from cinnox.simulator import FaultKind, SimulatorServer
+from pipelines.rebuild_job import cinnox_rebuild
+from pipelines.resources import WarehouseResource
 from warehouse import normalize
 from warehouse.load import LedgerKey, SettlePolicy, load_sent_campaigns
 from warehouse.load.chunks import load_window
@@ -255,3 +260,51 @@ def test_operator_mistakes_are_one_clear_line(warehouse: Engine, simulator: Simu
         load_window(warehouse, client, window, LedgerKey(APPS[0], "first", window))
     with pytest.raises(RebuildError, match=r"'nope' have no records in cinnox_raw; apps there: sim-app-1"):
         rebuild(warehouse, ["nope"])
+
+
+def test_make_rebuild_and_the_dagster_job(warehouse: Engine, simulator: SimulatorServer) -> None:
+    window = Window(datetime(2026, 5, 1, tzinfo=UTC), datetime(2026, 5, 4, tzinfo=UTC))
+    for app in APPS:
+        with CinnoxClient(simulator.url, app, f"sim-token-{app}") as client:
+            load_window(warehouse, client, window, LedgerKey(app, "first", window))
+    loaded = star(warehouse)
+    url = warehouse.url.render_as_string(hide_password=False)
+    env = {**os.environ, "DATABASE_URL": url}
+    done = subprocess.run(
+        [sys.executable, "-m", "pipelines.rebuild", "--app", APPS[1]], env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    assert "Rebuilt 1 app(s) from cinnox_raw" in done.stdout
+    assert star(warehouse) == loaded
+    wrong = subprocess.run(
+        [sys.executable, "-m", "pipelines.rebuild", "--app", "nope"], env=env, capture_output=True, text=True
+    )
+    assert wrong.returncode == 2
+    assert wrong.stderr.strip().splitlines() == [
+        "error: CINNOX app(s) 'nope' have no records in cinnox_raw; apps there: sim-app-1, sim-app-2. "
+        "Name one of those, or none for all"
+    ]
+    down = subprocess.run(
+        [sys.executable, "-m", "pipelines.rebuild"],
+        env={**env, "DATABASE_URL": "postgresql+psycopg://nobody:secret-pw@127.0.0.1:9/none"},
+        capture_output=True,
+        text=True,
+    )
+    assert down.returncode == 1
+    assert len(down.stderr.strip().splitlines()) == 1
+    assert down.stderr.startswith("error: rebuild failed")
+    assert "secret-pw" not in down.stderr
+
+    resources = {"warehouse": WarehouseResource(database_url=url)}
+    ran = cinnox_rebuild.execute_in_process(
+        run_config={"ops": {"rebuild_from_raw": {"config": {"app_id": ""}}}}, resources=resources
+    )
+    assert ran.success
+    assert star(warehouse) == loaded
+    failed = cinnox_rebuild.execute_in_process(
+        run_config={"ops": {"rebuild_from_raw": {"config": {"app_id": "nope"}}}},
+        resources=resources,
+        raise_on_error=False,
+    )
+    assert not failed.success
+    assert "'nope' have no records in cinnox_raw" in str(failed.failure_data_for_node("rebuild_from_raw"))
