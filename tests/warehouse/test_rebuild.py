@@ -245,6 +245,7 @@ def test_a_rebuild_applies_todays_rules_and_readers_see_old_or_new(
     assert 0 < result.now_loaded < 100
     assert result.newly_rejected > 0
     assert sms == 0
+    assert result.dimension_rows_dropped > 0  # the SMS senders no campaign uses any more
     assert after[0] == after[1] == before[0] + result.now_loaded - result.newly_rejected
     assert all(r == ["channel: SMS is no longer loaded"] for r in reasons)
     assert len(reasons) == result.newly_rejected + 100 - result.now_loaded

@@ -37,6 +37,7 @@ from sqlalchemy import (
     and_,
     case,
     delete,
+    exists,
     func,
     literal,
     null,
@@ -128,6 +129,7 @@ class RebuildResult:
     snapshot_rows: int = 0
     dimension_rows: int = 0
     counter_regressions: int = 0
+    dimension_rows_dropped: int = 0  # versions, staff or templates no rebuilt campaign uses
     settled_carried: int = 0
     missing_carried: int = 0
     seconds: float = 0.0
@@ -217,6 +219,7 @@ def rebuild_app(
         for step in range(1, steps + 1):
             _replay_step(conn, app_id, app_key, step, settle, reject_window, result)
         result.steps = steps
+        result.dimension_rows_dropped = _drop_unused_dimensions(conn, app_key)
         result.settled_carried, result.missing_carried = _carry_over(conn, app_key)
         fact = table_of(FactSentCampaign)
         result.fact_rows = int(conn.scalar(select(func.count()).where(fact.c.app_key == app_key)) or 0)
@@ -236,17 +239,53 @@ def _keep_previous(conn: Connection, app_key: int) -> None:
 
 
 def _delete_derived(conn: Connection, app_key: int) -> None:
-    """The app's star rows: history, regressions, fact, then its dimensions (calendar and
-    channels are shared and stay)."""
+    """The app's history, regressions and fact rows. Its dimension rows stay, keys and all:
+    sender validity is derived again by the replay (valid_from cleared here, set by the
+    merges from the first send of each version), and the rows no rebuilt campaign uses go at
+    the end (`_drop_unused_dimensions`). Deleting them all would cost a scan of the fact per
+    row for the foreign-key checks, and change every key BI tools may have noted."""
     fact = table_of(FactSentCampaign)
     snapshot = table_of(FactSentCampaignSnapshot)
+    regressions = table_of(CounterRegression)
     keys = select(fact.c.sent_campaign_key).where(fact.c.app_key == app_key)
     conn.execute(delete(snapshot).where(snapshot.c.sent_campaign_key.in_(keys)))
-    conn.execute(delete(table_of(CounterRegression)).where(table_of(CounterRegression).c.app_key == app_key))
+    conn.execute(delete(regressions).where(regressions.c.app_key == app_key))
     conn.execute(delete(fact).where(fact.c.app_key == app_key))
-    for model in (DimSender, DimStaff, DimTemplate):
+    sender = table_of(DimSender)
+    conn.execute(sender.update().where(sender.c.app_key == app_key).values(valid_from=None))
+
+
+def _drop_unused_dimensions(conn: Connection, app_key: int) -> int:
+    """Delete the app's dimension rows no rebuilt campaign refers to (a version today's rules
+    no longer produce); returns how many. Sender versions the replay never staged still have
+    no valid_from."""
+    fact = table_of(FactSentCampaign)
+    sender = table_of(DimSender)
+    dropped = 0
+    for model, key in ((DimStaff, "staff_key"), (DimTemplate, "template_key"), (DimSender, "sender_key")):
         table = table_of(model)
-        conn.execute(delete(table).where(table.c.app_key == app_key))
+        unused = ~exists().where(fact.c.app_key == app_key, fact.c[key] == table.c[key])
+        statement = delete(table).where(table.c.app_key == app_key, unused)
+        dropped += conn.execute(statement.execution_options(preserve_rowcount=True)).rowcount
+    if dropped:
+        # A sender's durable key is its first version's key: that version may have gone.
+        versions = sender.alias("versions")
+        first = (
+            select(
+                versions.c.sender_key,
+                func.min(versions.c.sender_key)
+                .over(partition_by=[versions.c.channel_key, versions.c.phone, versions.c.sender_eid])
+                .label("durable"),
+            )
+            .where(versions.c.app_key == app_key)
+            .subquery("first")
+        )
+        conn.execute(
+            sender.update()
+            .values(durable_sender_key=first.c.durable)
+            .where(sender.c.sender_key == first.c.sender_key, sender.c.durable_sender_key != first.c.durable)
+        )
+    return dropped
 
 
 def _plan_replay(conn: Connection, app_id: str) -> int:
