@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, func, select, text
 
-from cinnox import CinnoxClient, InvalidRecord, Page, SentCampaign, Window
+from cinnox import CinnoxClient, InvalidRecord, NumberLiteral, Page, SentCampaign, Window
 from cinnox.simulator import FaultKind, SimulatorServer
 from pipelines.rebuild_job import cinnox_rebuild
 from pipelines.resources import WarehouseResource
@@ -309,3 +309,25 @@ def test_make_rebuild_and_the_dagster_job(warehouse: Engine, simulator: Simulato
     )
     assert not failed.success
     assert "'nope' have no records in cinnox_raw" in str(failed.failure_data_for_node("rebuild_from_raw"))
+
+
+def test_rejects_kept_as_text_survive_a_rebuild(warehouse: Engine, simulator: SimulatorServer) -> None:
+    window = Window(datetime(2026, 5, 1, tzinfo=UTC), datetime(2026, 5, 2, tzinfo=UTC))
+    records = simulator.universe.campaigns(APPS[0], window.start, window.end, simulator.now)[:3]
+    nul = {**records[0], "campaignName": "a\x00b"}  # jsonb cannot hold it: kept as text
+    nan = {**records[1], "delivered": NumberLiteral("NaN")}
+    surrogate = {**records[2], "createdBy": "\ud800"}
+    page = Page(APPS[0], window, 0, [nul, nan, surrogate], 3, datetime.now(UTC), 1)
+    loaded = load_sent_campaigns(warehouse, APPS[0], window, [page])
+    assert loaded.rejected == 3
+    before = star(warehouse)
+    with warehouse.connect() as conn:
+        texts = sorted(conn.execute(select(SentCampaignReject.payload_text, SentCampaignReject.reasons)).all())
+    assert all(t is not None for t, _ in texts)
+
+    (result,) = rebuild(warehouse)
+
+    assert (result.records, result.rejected, result.now_loaded, result.newly_rejected) == (3, 3, 0, 0)
+    assert star(warehouse) == before
+    with warehouse.connect() as conn:
+        assert sorted(conn.execute(select(SentCampaignReject.payload_text, SentCampaignReject.reasons)).all()) == texts

@@ -446,7 +446,13 @@ def _copy_step(conn: Connection, app_id: str, step: int, result: RebuildResult, 
         after = batch[-1][0]
         with driver.cursor() as cursor, cursor.copy(statement) as copy:
             for ord_, source, stored_hash, extracted_at, window_start, window_end, payload, payload_text in batch:
-                record: Any = parse_json_body((payload if payload is not None else payload_text or "null").encode())
+                stored = payload if payload is not None else payload_text or "null"
+                record: Any = parse_json_body(stored.encode())
+                if record is None and stored.strip() != "null" and source == _FROM_REJECT:
+                    # Text no JSON parser here reads: nothing to re-examine; the reject stays as it is.
+                    result.records += 1
+                    result.rejected += 1
+                    continue
                 window = _ANY_TIME if source == _FROM_RAW else Window(window_start, window_end)
                 staged = stage_record(record, window, extracted_at)
                 result.records += 1
