@@ -331,3 +331,21 @@ def test_rejects_kept_as_text_survive_a_rebuild(warehouse: Engine, simulator: Si
     assert star(warehouse) == before
     with warehouse.connect() as conn:
         assert sorted(conn.execute(select(SentCampaignReject.payload_text, SentCampaignReject.reasons)).all()) == texts
+
+
+def test_a_year_of_two_apps_rebuilds_to_the_same_star(warehouse: Engine, simulator: SimulatorServer) -> None:
+    year = Window(simulator.now - timedelta(days=365), simulator.now)
+    week = Window(simulator.now - timedelta(days=7), simulator.now)
+    for n, window in enumerate((year, week)):  # the last week read again two days later
+        simulator.now = year.end + timedelta(days=2 * n)
+        for app in APPS:
+            with CinnoxClient(simulator.url, app, f"sim-token-{app}", page_size=200) as client:
+                load_window(warehouse, client, window, LedgerKey(app, f"run-{n}", window), chunk_records=5000)
+    loaded = star(warehouse)
+    renamed = {s[4] for s in loaded["senders"] if s[0] != s[4]}
+    assert renamed, "a sender with more than one version"
+    assert len(loaded["history"]) > len(loaded["fact"]) > 10_000
+
+    rebuild(warehouse)
+
+    assert star(warehouse) == loaded
