@@ -349,3 +349,30 @@ def test_a_year_of_two_apps_rebuilds_to_the_same_star(warehouse: Engine, simulat
     rebuild(warehouse)
 
     assert star(warehouse) == loaded
+
+
+def test_with_the_fact_emptied_the_ledger_settles_what_quiet_reads_settled(
+    warehouse: Engine, simulator: SimulatorServer
+) -> None:
+    window = Window(datetime(2026, 5, 25, tzinfo=UTC), datetime(2026, 6, 1, tzinfo=UTC))
+    for n in range(3):
+        simulator.now = window.end + timedelta(hours=1 + 24 * n)
+        with CinnoxClient(simulator.url, APPS[0], f"sim-token-{APPS[0]}", page_size=200) as client:
+            load_window(warehouse, client, window, LedgerKey(APPS[0], f"run-{n}", window), settle=SETTLE)
+        time.sleep(1.1)
+    loaded = star(warehouse)["fact"]
+    with warehouse.begin() as conn:  # a damaged table: the fact and its history emptied
+        conn.execute(text("DELETE FROM cinnox.fact_sent_campaign_snapshot"))
+        conn.execute(text("DELETE FROM cinnox.fact_sent_campaign"))
+
+    (result,) = rebuild(warehouse, settle=SETTLE)
+
+    rebuilt = star(warehouse)["fact"]
+    assert result.settled_carried == 0
+    assert result.settled_from_ledger > 0
+    assert rebuilt.keys() == loaded.keys()
+    assert {c for c, row in rebuilt.items() if row[-2]} == {c for c, row in loaded.items() if row[-2]}
+    # Settled at the end of the read whose page settled it: within that read's few seconds.
+    for campaign, row in rebuilt.items():
+        if row[-2] is not None:
+            assert timedelta(0) <= row[-2] - loaded[campaign][-2] < timedelta(seconds=5), campaign

@@ -29,6 +29,7 @@ from sqlalchemy import (
     Connection,
     Engine,
     Integer,
+    Interval,
     LargeBinary,
     MetaData,
     SmallInteger,
@@ -132,6 +133,7 @@ class RebuildResult:
     dimension_rows_dropped: int = 0  # versions, staff or templates no rebuilt campaign uses
     settled_carried: int = 0
     missing_carried: int = 0
+    settled_from_ledger: int = 0  # no rows to carry over: settled by a later read in the ledger
     seconds: float = 0.0
 
     @property
@@ -151,7 +153,8 @@ class RebuildResult:
             f"{self.snapshot_rows} history rows, {self.dimension_rows} dimension rows, "
             f"{self.counter_regressions} counter regressions, {self.rejected} rejected "
             f"({self.now_loaded} earlier rejects now load, {self.newly_rejected} versions now rejected), "
-            f"settled carried over {self.settled_carried}, missing carried over {self.missing_carried}, "
+            f"settled carried over {self.settled_carried} (from the ledger {self.settled_from_ledger}), "
+            f"missing carried over {self.missing_carried}, "
             f"{self.seconds:.1f}s"
         )
 
@@ -212,6 +215,8 @@ def rebuild_app(
     with engine.begin() as conn:
         take_merge_lock(conn, app_id, lock_timeout, logger or _log)
         app_key = ensure_app(conn, app_id)
+        fact = table_of(FactSentCampaign)
+        had_rows = conn.scalar(select(fact.c.sent_campaign_key).where(fact.c.app_key == app_key).limit(1)) is not None
         _keep_previous(conn, app_key)
         _delete_derived(conn, app_key)
         steps = _plan_replay(conn, app_id)
@@ -221,7 +226,8 @@ def rebuild_app(
         result.steps = steps
         result.dimension_rows_dropped = _drop_unused_dimensions(conn, app_key)
         result.settled_carried, result.missing_carried = _carry_over(conn, app_key)
-        fact = table_of(FactSentCampaign)
+        if not had_rows:
+            result.settled_from_ledger = _settle_from_ledger(conn, app_id, app_key, settle)
         result.fact_rows = int(conn.scalar(select(func.count()).where(fact.c.app_key == app_key)) or 0)
     result.seconds = time.monotonic() - began
     return result
@@ -510,6 +516,43 @@ def _carry_over(conn: Connection, app_key: int) -> tuple[int, int]:
         .execution_options(preserve_rowcount=True)
     ).rowcount
     return settled, missing
+
+
+def _settle_from_ledger(conn: Connection, app_id: str, app_key: int, settle: SettlePolicy) -> int:
+    """With no replaced rows to carry `settled_at` over from (the app's fact was emptied), the
+    chunk ledger supplies the reads that saw no change: a committed read of a window holding
+    the campaign, begun after the campaign's latest version was read, returned that same
+    version or nothing. Complete counters unchanged for `settle.quiet` at the end of such a read
+    are settled then (the load settled them at that read's page, a little earlier)."""
+    fact = table_of(FactSentCampaign)
+    ledger = table_of(LoadChunk)
+    later_read = (
+        select(fact.c.sent_campaign_key, func.min(ledger.c.read_finished_at).label("settled_at"))
+        .join(
+            ledger,
+            and_(
+                ledger.c.app_id == app_id,
+                ledger.c.window_start <= fact.c.sent_at,
+                ledger.c.window_end > fact.c.sent_at,
+                ledger.c.read_started_at > fact.c.values_observed_at,
+                ledger.c.read_finished_at - fact.c.counters_changed_at >= literal(settle.quiet, Interval),
+            ),
+        )
+        .where(
+            fact.c.app_key == app_key,
+            fact.c.settled_at.is_(None),
+            func.coalesce(fact.c.pending, 0) == 0,
+            or_(fact.c.failed.is_(None), fact.c.delivered + fact.c.failed >= fact.c.total_recipients),
+        )
+        .group_by(fact.c.sent_campaign_key)
+        .subquery("later_read")
+    )
+    statement = (
+        fact.update()
+        .values(settled_at=later_read.c.settled_at, values_observed_at=later_read.c.settled_at)
+        .where(fact.c.sent_campaign_key == later_read.c.sent_campaign_key)
+    )
+    return conn.execute(statement.execution_options(preserve_rowcount=True)).rowcount
 
 
 def describe_apps(results: Sequence[RebuildResult]) -> str:
