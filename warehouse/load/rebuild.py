@@ -10,7 +10,8 @@ and loads of the app wait on its merge lock.
 
 What raw cannot say, carried over from the rows the rebuild replaces (docs/warehouse.md):
 `settled_at` set by a read that saw no change (no new version, so nothing in raw), and
-`missing_at_source_since` (an observation of absence).
+`missing_at_source_since` (an observation of absence). With no rows to replace, the chunk
+ledger's later reads settle what stayed quiet.
 """
 
 from __future__ import annotations
@@ -248,8 +249,9 @@ def _delete_derived(conn: Connection, app_key: int) -> None:
     """The app's history, regressions and fact rows. Its dimension rows stay, keys and all:
     sender validity is derived again by the replay (valid_from cleared here, set by the
     merges from the first send of each version), and the rows no rebuilt campaign uses go at
-    the end (`_drop_unused_dimensions`). Deleting them all would cost a scan of the fact per
-    row for the foreign-key checks, and change every key BI tools may have noted."""
+    the end (`_drop_unused_dimensions`). Deleting them all would change every key BI tools may
+    have noted and, where the fact still has foreign keys (before revision 0010), cost a scan of
+    the fact per deleted row."""
     fact = table_of(FactSentCampaign)
     snapshot = table_of(FactSentCampaignSnapshot)
     regressions = table_of(CounterRegression)
