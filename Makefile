@@ -17,7 +17,7 @@ SIMULATOR_PORT ?= 8765
 export VERBOSE
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test dev psql stop simulator lint format lock validate bench bench-marts estimate clean
+.PHONY: help install run test dev psql stop simulator lint format lock validate bench bench-marts estimate rebuild clean
 
 help: ## this list (times measured on a 2-core machine)
 	@awk 'BEGIN {FS = ":[^#]*## "} /^[a-z-]+:[^#]*## / {printf "  make %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -58,6 +58,9 @@ bench-marts: $(INSTALLED) ## time docs/warehouse.md's example queries on RECORDS
 
 estimate: $(INSTALLED) ## requests and time of a backfill: make estimate APP=id START=YYYY-MM-DD END=YYYY-MM-DD
 	$(BIN)/python -m pipelines.estimate --app "$(APP)" --start "$(START)" --end "$(END)"
+
+rebuild: $(INSTALLED) ## re-derive the star from cinnox_raw, no API request: make rebuild [APP=id] (default every app)
+	$(BIN)/python -m pipelines.rebuild $(if $(APP),--app "$(APP)")
 
 validate: $(INSTALLED) ## check the Dagster code location loads
 	$(BIN)/dagster definitions validate -w workspace.yaml

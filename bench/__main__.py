@@ -3,10 +3,10 @@
     python -m bench --records 100000                       # about 4 minutes on 2 cores
     python -m bench --records 1000000                      # the 1M load figures too
 
-Each phase runs in a subprocess of its own (bench.load, bench.backfill, bench.chunks), so each peak RSS is
-that phase's alone. Prints a table and writes bench/results/bench-<records>.json. Uses
-DATABASE_URL's server (a database `cinnox_bench` there, dropped and recreated), else the
-embedded PostgreSQL.
+Each phase runs in a subprocess of its own (bench.load, bench.rebuild, bench.backfill,
+bench.chunks), so each peak RSS is that phase's alone. Prints a table and writes
+bench/results/bench-<records>.json. Uses DATABASE_URL's server (databases `cinnox_bench` and
+`cinnox_bench_rebuild` there, dropped and recreated), else the embedded PostgreSQL.
 """
 
 from __future__ import annotations
@@ -58,6 +58,9 @@ def main(argv: list[str] | None = None) -> int:
 
     load = run_phase("bench.load", "--records", str(args.records))
     figures += [Figure(**f) for f in load["figures"]]
+
+    rebuilt = run_phase("bench.rebuild", "--records", str(args.records))
+    figures += [Figure(**f) for f in rebuilt["figures"]]
 
     small, large = (int(size) for size in args.memory_records.split(","))
     memory = {size: run_phase("bench.load", "--records", str(size), "--memory") for size in (small, large)}
@@ -136,6 +139,7 @@ def main(argv: list[str] | None = None) -> int:
                 "figures": [asdict(f) for f in figures],
                 "phases": {
                     "load": load,
+                    "rebuild": rebuilt,
                     "memory": memory,
                     "extract": extract,
                     "bare": bare,

@@ -10,6 +10,7 @@ import dagster as dg
 from pipelines.assets import build_asset_definitions
 from pipelines.checks import build_check_definitions
 from pipelines.partitions import send_date_partitions
+from pipelines.rebuild_job import build_rebuild_definitions
 from pipelines.resources import build_resources
 from pipelines.schedules import build_schedule_definitions
 from pipelines.settings import PipelineSettings
@@ -22,6 +23,7 @@ def build_definitions(environ: Mapping[str, str] = os.environ) -> dg.Definitions
         build_asset_definitions(settings, partitions),
         build_check_definitions(settings),
         build_schedule_definitions(settings, partitions),
+        build_rebuild_definitions(),
         build_resources(settings, environ),
         # A run is one app: its extraction step, then a few seconds of check queries, in order.
         # One process runs them all; the default multiprocess executor would start a Python

@@ -291,18 +291,20 @@ class FactSentCampaign(Base):
     )
 
     sent_campaign_key: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True, comment="Surrogate key.")
-    app_key: Mapped[int] = mapped_column(ForeignKey(DimApp.app_key), comment="The app the campaign was sent from.")
+    # No foreign keys to the dimensions (a trigger per row each); the merge resolves the keys by
+    # inner joins and the dimension_keys_resolve check verifies them. Joins: docs/warehouse.md.
+    app_key: Mapped[int] = mapped_column(SmallInteger, comment="The app the campaign was sent from.")
     campaign_id: Mapped[str] = mapped_column(Text, comment="CINNOX campaign id (historyID in the details API).")
     sent_at: Mapped[datetime] = mapped_column(Timestamp, comment="When the campaign was sent.")
-    sent_date_key: Mapped[int] = mapped_column(ForeignKey(DimDate.date_key), comment="UTC send date (dim_date).")
-    channel_key: Mapped[int] = mapped_column(ForeignKey(DimChannel.channel_key), comment="Channel sent through.")
-    sender_key: Mapped[int] = mapped_column(ForeignKey(DimSender.sender_key), comment="Sender as it was at the send.")
+    sent_date_key: Mapped[int] = mapped_column(Integer, comment="UTC send date (dim_date).")
+    channel_key: Mapped[int] = mapped_column(SmallInteger, comment="Channel sent through.")
+    sender_key: Mapped[int] = mapped_column(Integer, comment="Sender as it was at the send.")
     staff_key: Mapped[int | None] = mapped_column(
-        ForeignKey(DimStaff.staff_key),
+        Integer,
         comment="Staff who created it; NULL when not reported.",
     )
     template_key: Mapped[int | None] = mapped_column(
-        ForeignKey(DimTemplate.template_key),
+        Integer,
         comment="Template used (WhatsApp); NULL for SMS.",
     )
     campaign_name: Mapped[str | None] = mapped_column(Text, comment="Campaign name.")

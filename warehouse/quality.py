@@ -79,8 +79,8 @@ def counters_out_of_order(engine: Engine, app_id: str) -> CheckOutcome:
 def dangling_dimension_keys(engine: Engine, app_id: str) -> CheckOutcome:
     """Campaigns whose keys miss their dimension row, or point at another app's or channel's row.
 
-    Foreign keys guard existence; nothing in the schema stops a fact of one app from pointing at
-    a sender, staff member or template of another app, or a sender of another channel.
+    The fact has no foreign keys to its dimensions (a trigger per row each, most of a first
+    load's merge): this check is the guard, for existence and for the same app and channel.
     """
     rows = _app_rows(app_id)
 

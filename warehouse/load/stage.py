@@ -101,14 +101,14 @@ def copy_into_stage(
                                 figures = result.day(day)
                                 figures.records += 1
                                 figures.rejected += 1
-                        copy.write_row(_rejection_row(seq, final, staged))
+                        copy.write_row(rejection_row(seq, final, staged))
                         continue
                     if final:
                         result.valid += 1
                         figures = result.day(staged.sent_date)
                         figures.records += 1
                         figures.valid += 1
-                    copy.write_row(_campaign_row(seq, final, staged))
+                    copy.write_row(campaign_row(seq, final, staged))
     # Distinct names only, so the sets stay as small as the schema, whatever the volume.
     paths = {str(name) for name in fields} | {f"sender.{name}" for name in sender_fields}
     # A name PostgreSQL cannot store or key on belongs to a record rejected for it; the rest
@@ -127,7 +127,7 @@ def _sent_day(record: object, window: Window) -> date | None:
     return moment.date() if moment is not None and moment in window else None
 
 
-def _campaign_row(seq: int, final: bool, staged: StagedCampaign) -> tuple[object, ...]:
+def campaign_row(seq: int, final: bool, staged: StagedCampaign) -> tuple[object, ...]:
     c = staged.campaign
     s = c.sender
     return (
@@ -158,7 +158,7 @@ def _campaign_row(seq: int, final: bool, staged: StagedCampaign) -> tuple[object
     )
 
 
-def _rejection_row(seq: int, final: bool, rejection: Rejection) -> tuple[object, ...]:
+def rejection_row(seq: int, final: bool, rejection: Rejection) -> tuple[object, ...]:
     return (
         seq,
         final,
