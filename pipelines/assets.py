@@ -14,7 +14,7 @@ from pipelines.settings import DEFAULT_MAX_REJECT_SHARE, AppSettings, PipelineSe
 from pipelines.table_metadata import api_table_schema, fact_column_lineage, fact_table_name, fact_table_schema
 from warehouse.errors import classify
 from warehouse.load import DayFigures, LedgerKey, LoadResult, MergeLockTimeout
-from warehouse.load.chunks import ChunkProgress, WindowLoad
+from warehouse.load.chunks import ChunkProgress, WindowLoad, format_duration
 
 GROUP = "cinnox"
 API_GROUP = "cinnox_api"
@@ -188,7 +188,7 @@ def _progress_logger(log: Any) -> Callable[[ChunkProgress], None]:
     def progress(step: ChunkProgress) -> None:
         expected = f" of about {step.expected:,}" if step.expected is not None else ""
         left = step.seconds_left
-        eta = f"; about {_duration(left)} left" if left is not None and step.index < step.planned else ""
+        eta = f"; about {format_duration(left)} left" if left is not None and step.index < step.planned else ""
         reads = f" ({step.reads} reads: paging drifted)" if step.reads > 1 else ""
         waited = step.rate_limit_wait_seconds
         budget = f"; {waited:.1f}s waiting for the request budget so far" if waited >= 0.05 else ""
@@ -198,14 +198,6 @@ def _progress_logger(log: Any) -> Callable[[ChunkProgress], None]:
         )
 
     return progress
-
-
-def _duration(seconds: float) -> str:
-    if seconds < 90:
-        return f"{seconds:.0f}s"
-    if seconds < 5400:
-        return f"{seconds / 60:.0f} min"
-    return f"{seconds / 3600:.1f} h"
 
 
 def _log_outcome(log: Any, done: WindowLoad) -> None:

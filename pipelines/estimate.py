@@ -34,7 +34,7 @@ from datetime import UTC, date, datetime, timedelta
 
 from cinnox import SENT_CAMPAIGNS_SUMMARY, CinnoxClient, CinnoxError, Window
 from pipelines.settings import AppSettings, PipelineSettings, SettingsError
-from warehouse.load.chunks import DEFAULT_CHUNK_RECORDS
+from warehouse.load.chunks import DEFAULT_CHUNK_RECORDS, format_duration
 from warehouse.load.plan import requests_for
 
 DEFAULT_PAGE_SIZE = 100
@@ -92,7 +92,7 @@ class Estimate:
             f"  API requests: {self.requests} in {self.chunks} chunk{'s' if self.chunks != 1 else ''} "
             f"of up to {self.chunk_records} records (the probe, then pages of {self.page_size}; "
             "retries and drift re-reads extra)\n"
-            f"  time at {rate}: about {_duration(self.seconds)}, set by {limit} "
+            f"  time at {rate}: about {format_duration(self.seconds)}, set by {limit} "
             f"(CINNOX answered a probe in {self.probe_seconds:.3f}s)"
         )
 
@@ -147,16 +147,6 @@ def _probe(client: CinnoxClient, window: Window) -> tuple[int, float]:
     assert total is not None
     warm = sorted(timings[1:])
     return total, warm[len(warm) // 2]
-
-
-def _duration(seconds: float) -> str:
-    if seconds < 10:
-        return f"{seconds:.1f}s"
-    if seconds < 120:
-        return f"{seconds:.0f}s"
-    if seconds < 7200:
-        return f"{seconds / 60:.0f} min"
-    return f"{seconds / 3600:.1f} h"
 
 
 # -- the command line ------------------------------------------------------------------------------

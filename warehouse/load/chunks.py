@@ -35,6 +35,17 @@ DEFAULT_CHUNK_RECORDS = 2000
 _OVERSIZE = 2
 
 
+def format_duration(seconds: float) -> str:
+    """How long, as the run log and `make estimate` say it."""
+    if seconds < 10:
+        return f"{seconds:.1f}s"
+    if seconds < 120:
+        return f"{seconds:.0f}s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
 @dataclass(slots=True)
 class ChunkProgress:
     """Where a run stands after a chunk: what the run log shows."""

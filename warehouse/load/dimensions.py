@@ -196,9 +196,7 @@ def _recompute_sender_validity(conn: Connection, app_key: int) -> None:
     ordered = (
         select(
             versions.c.sender_key,
-            func.min(versions.c.sender_key)
-            .over(partition_by=[versions.c.channel_key, versions.c.phone, versions.c.sender_eid])
-            .label("durable_sender_key"),
+            durable_sender_key(versions).label("durable_sender_key"),
             func.lead(versions.c.valid_from)
             .over(
                 partition_by=[versions.c.channel_key, versions.c.phone, versions.c.sender_eid],
@@ -224,6 +222,13 @@ def _recompute_sender_validity(conn: Connection, app_key: int) -> None:
                 tuple_(ordered.c.durable_sender_key, ordered.c.valid_to, is_current)
             ),
         )
+    )
+
+
+def durable_sender_key(versions: Any) -> ColumnElement[Any]:
+    """A sender's durable key over its versions (rows of dim_sender): its first version's key."""
+    return func.min(versions.c.sender_key).over(
+        partition_by=[versions.c.channel_key, versions.c.phone, versions.c.sender_eid]
     )
 
 

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from datetime import date
+from typing import Any
 
 from sqlalchemy import (
     Boolean,
+    ColumnElement,
     Connection,
     Integer,
     Interval,
@@ -190,13 +192,7 @@ def fact_upsert(app_key: int, run_id: str | None, settle: SettlePolicy) -> Retur
     observed_at = incoming.c.observed_at
     # When the counters last changed: this observation if they differ, else as stored.
     changed_at = case((counters_changed, observed_at), else_=current.c.counters_changed_at)
-    complete = and_(
-        func.coalesce(incoming.c.pending, 0) == 0,
-        or_(
-            incoming.c.failed.is_(None),  # SMS reports no failures: nothing to reconcile
-            incoming.c.delivered + incoming.c.failed >= incoming.c.total_recipients,
-        ),
-    )
+    complete = counters_complete(incoming)
     settled_at = case(
         (and_(not_(counters_changed), current.c.settled_at.is_not(None)), current.c.settled_at),
         (
@@ -256,6 +252,18 @@ def fact_upsert(app_key: int, run_id: str | None, settle: SettlePolicy) -> Retur
             tuple_(*(fact.c[n] for n in _TRACKED)).is_distinct_from(tuple_(*(excluded[n] for n in _TRACKED))),
         ),
     ).returning(_WAS_INSERTED, fact.c.sent_date_key)
+
+
+def counters_complete(row: Any) -> ColumnElement[bool]:
+    """Nothing pending, and delivered + failed cover every recipient where the channel reports
+    failures: the counters can no longer move (one half of when they count as settled)."""
+    return and_(
+        func.coalesce(row.c.pending, 0) == 0,
+        or_(
+            row.c.failed.is_(None),  # SMS reports no failures: nothing to reconcile
+            row.c.delivered + row.c.failed >= row.c.total_recipients,
+        ),
+    )
 
 
 def snapshot_insert(app_key: int) -> Insert:

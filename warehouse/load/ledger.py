@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import Connection, func, insert, select, update
+from sqlalchemy import ColumnElement, Connection, func, insert, select, update
 
 from cinnox import ChunkRead, Window
 from warehouse.load.result import LoadResult
@@ -29,18 +29,23 @@ class LedgerKey:
     run_id: str | None = None
 
 
+def _of_run(key: LedgerKey) -> tuple[ColumnElement[bool], ...]:
+    """The ledger rows of this run family's chunks of this requested window."""
+    ledger = table_of(LoadChunk)
+    return (
+        ledger.c.app_id == key.app_id,
+        ledger.c.run_family == key.run_family,
+        ledger.c.requested_start == key.requested.start,
+        ledger.c.requested_end == key.requested.end,
+    )
+
+
 def committed_windows(conn: Connection, key: LedgerKey) -> list[Window]:
     """The chunk windows this run family already committed for the same requested window."""
     ledger = table_of(LoadChunk)
     rows = conn.execute(
         select(ledger.c.window_start, ledger.c.window_end)
-        .where(
-            ledger.c.app_id == key.app_id,
-            ledger.c.run_family == key.run_family,
-            ledger.c.requested_start == key.requested.start,
-            ledger.c.requested_end == key.requested.end,
-            ledger.c.window_completed_at.is_(None),
-        )
+        .where(*_of_run(key), ledger.c.window_completed_at.is_(None))
         .order_by(ledger.c.window_start)
     ).all()
     return [Window(start, end) for start, end in rows]
@@ -52,13 +57,7 @@ def mark_window_completed(conn: Connection, key: LedgerKey) -> None:
     ledger = table_of(LoadChunk)
     conn.execute(
         update(ledger)
-        .where(
-            ledger.c.app_id == key.app_id,
-            ledger.c.run_family == key.run_family,
-            ledger.c.requested_start == key.requested.start,
-            ledger.c.requested_end == key.requested.end,
-            ledger.c.window_completed_at.is_(None),
-        )
+        .where(*_of_run(key), ledger.c.window_completed_at.is_(None))
         .values(window_completed_at=func.now())
     )
 

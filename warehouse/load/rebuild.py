@@ -53,8 +53,8 @@ from sqlalchemy.dialects.postgresql import TIMESTAMP
 
 from cinnox import Window, parse_json_body
 from warehouse.load import DEFAULT_MERGE_LOCK_TIMEOUT, take_merge_lock
-from warehouse.load.dimensions import ensure_app, merge_dimensions
-from warehouse.load.fact import merge_fact, record_regressions
+from warehouse.load.dimensions import durable_sender_key, ensure_app, merge_dimensions
+from warehouse.load.fact import counters_complete, merge_fact, record_regressions
 from warehouse.load.raw import insert_raw_versions, insert_rejects
 from warehouse.load.result import DEFAULT_SETTLE, LoadResult, SettlePolicy
 from warehouse.load.stage import ANALYZED_STAGE_COLUMNS, campaign_row, rejection_row, stage
@@ -279,12 +279,7 @@ def _drop_unused_dimensions(conn: Connection, app_key: int) -> int:
         # A sender's durable key is its first version's key: that version may have gone.
         versions = sender.alias("versions")
         first = (
-            select(
-                versions.c.sender_key,
-                func.min(versions.c.sender_key)
-                .over(partition_by=[versions.c.channel_key, versions.c.phone, versions.c.sender_eid])
-                .label("durable"),
-            )
+            select(versions.c.sender_key, durable_sender_key(versions).label("durable"))
             .where(versions.c.app_key == app_key)
             .subquery("first")
         )
@@ -543,8 +538,7 @@ def _settle_from_ledger(conn: Connection, app_id: str, app_key: int, settle: Set
         .where(
             fact.c.app_key == app_key,
             fact.c.settled_at.is_(None),
-            func.coalesce(fact.c.pending, 0) == 0,
-            or_(fact.c.failed.is_(None), fact.c.delivered + fact.c.failed >= fact.c.total_recipients),
+            counters_complete(fact),
         )
         .group_by(fact.c.sent_campaign_key)
         .subquery("later_read")
