@@ -93,6 +93,27 @@ _EXACT_CHANNELS = {"SMS": Channel.SMS, "WhatsApp": Channel.WHATSAPP}
 _SENDER_FIELDS = ("phone", "channelName", "sourceName", "senderEID")
 
 
+# The values `well_formed_fields` returns, in this order: the stage's columns (the sender flat).
+WellFormedFields = tuple[
+    str,  # id
+    datetime,  # sent_at, UTC
+    Channel,
+    str | None,  # campaignName
+    str | None,  # createdBy
+    str | None,  # sender.phone
+    str | None,  # sender.channelName
+    str | None,  # sender.sourceName
+    str | None,  # sender.senderEID
+    str | None,  # subject
+    int | None,  # totalRecipients
+    int | None,  # delivered
+    int | None,  # read
+    int | None,  # replied
+    int | None,  # pending
+    int | None,  # failed
+]
+
+
 def parse_well_formed(record: object) -> SentCampaign | None:
     """The fast path: a record whose every field has its plain type (text as str, counters as
     int in range, the channel spelled as documented) parsed with no per-field bookkeeping;
@@ -101,6 +122,32 @@ def parse_well_formed(record: object) -> SentCampaign | None:
     For the records it accepts it returns exactly what the field-by-field path returns (a
     property test holds it to that); it was 21 µs of a load's per-record cost (bench/).
     """
+    fields = well_formed_fields(record)
+    if fields is None:
+        return None
+    (campaign_id, sent_at, channel, name, created_by, phone, channel_name, source_name, eid, subject, *counters) = (
+        fields
+    )
+    return SentCampaign(
+        id=campaign_id,
+        sent_at=sent_at,
+        channel=channel,
+        campaign_name=name,
+        created_by=created_by,
+        sender=Sender(phone=phone, channel_name=channel_name, source_name=source_name, sender_eid=eid),
+        subject=subject,
+        total_recipients=counters[0],
+        delivered=counters[1],
+        read=counters[2],
+        replied=counters[3],
+        pending=counters[4],
+        failed=counters[5],
+    )
+
+
+def well_formed_fields(record: object) -> WellFormedFields | None:
+    """`parse_well_formed`'s checks, its values as a flat tuple: the loader stages them as
+    they are, without building a SentCampaign per record (2 µs here against 6 µs)."""
     if type(record) is not dict:
         return None
     get = record.get
@@ -119,53 +166,39 @@ def parse_well_formed(record: object) -> SentCampaign | None:
         sent_at = parsed.astimezone(UTC)
     except (ValueError, OverflowError):
         return None
-    text: list[str | None] = []
-    for name in ("campaignName", "createdBy", "subject"):
+    values: list[object] = [campaign_id, sent_at, channel]
+    append = values.append
+    for name in ("campaignName", "createdBy"):
         value = get(name)
-        if value is None:
-            text.append(None)
-        elif type(value) is str:
-            text.append(value)
+        if value is None or type(value) is str:
+            append(value)
         else:
             return None
     raw_sender = get("sender")
     if raw_sender is None:
-        sender = Sender()
+        values += (None, None, None, None)
     elif type(raw_sender) is dict:
-        parts: list[str | None] = []
+        sender_get = raw_sender.get
         for name in _SENDER_FIELDS:
-            value = raw_sender.get(name)
-            if value is None:
-                parts.append(None)
-            elif type(value) is str:
-                parts.append(value)
+            value = sender_get(name)
+            if value is None or type(value) is str:
+                append(value)
             else:
                 return None
-        sender = Sender(phone=parts[0], channel_name=parts[1], source_name=parts[2], sender_eid=parts[3])
     else:
         return None
-    counters: list[int | None] = []
+    subject = get("subject")
+    if subject is None or type(subject) is str:
+        append(subject)
+    else:
+        return None
     for name in COUNTER_FIELDS:
         value = get(name)
         if value is None or (type(value) is int and 0 <= value <= MAX_COUNTER):
-            counters.append(value)
+            append(value)
         else:
             return None
-    return SentCampaign(
-        id=campaign_id,
-        sent_at=sent_at,
-        channel=channel,
-        campaign_name=text[0],
-        created_by=text[1],
-        sender=sender,
-        subject=text[2],
-        total_recipients=counters[0],
-        delivered=counters[1],
-        read=counters[2],
-        replied=counters[3],
-        pending=counters[4],
-        failed=counters[5],
-    )
+    return tuple(values)  # type: ignore[return-value]
 
 
 def _parse_id(value: object, reasons: list[str]) -> str | None:

@@ -13,7 +13,8 @@ from hypothesis import strategies as st
 
 from cinnox import Window
 from cinnox._parse import MAX_COUNTER, InvalidRecord, parse_field_by_field, parse_well_formed
-from warehouse.normalize import Rejection, StagedCampaign, stage_record
+from warehouse.load.stage import campaign_row, rejection_row, stage_row
+from warehouse.normalize import Rejection, StagedCampaign, stage_record, well_formed_record
 
 WINDOW = Window(datetime(2024, 5, 24, tzinfo=UTC), datetime(2024, 5, 25, tzinfo=UTC))
 NOW = datetime(2024, 5, 26, tzinfo=UTC)
@@ -126,6 +127,21 @@ def test_the_fast_path_parses_exactly_as_the_field_by_field_path(record: Any) ->
     assert fast == slow
 
 
+@given(records(), st.booleans())
+@settings(max_examples=500, suppress_health_check=[HealthCheck.too_slow])
+def test_the_stage_row_of_the_fast_path_is_the_full_paths_row(record: Any, final: bool) -> None:
+    # The loader stages well-formed records without building objects; row for row, that must be
+    # what the full path (stage_record, then campaign_row or rejection_row) stages.
+    row, rejection = stage_row(7, final, record, WINDOW, NOW)
+    staged = stage_record(record, WINDOW, NOW)
+    if isinstance(staged, Rejection):
+        assert rejection == staged
+        assert row == rejection_row(7, final, staged)
+    else:
+        assert rejection is None
+        assert row == campaign_row(7, final, staged)
+
+
 @pytest.mark.parametrize(
     ("change", "fast"),
     [
@@ -141,6 +157,7 @@ def test_the_fast_path_parses_exactly_as_the_field_by_field_path(record: Any) ->
 def test_which_records_take_the_fast_path(change: dict[str, Any], fast: bool) -> None:
     record = {**VALID, **change}
     assert (parse_well_formed(record) is not None) is fast
+    assert (well_formed_record(record, WINDOW) is not None) is fast
     if fast:
         assert parse_well_formed(record) == parse_field_by_field(record)
 

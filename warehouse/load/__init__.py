@@ -15,12 +15,12 @@ from sqlalchemy.exc import OperationalError
 
 from cinnox import ChunkRead, Page, Window
 from warehouse.load.dimensions import ensure_app, merge_dimensions
-from warehouse.load.fact import merge_fact, record_regressions
+from warehouse.load.fact import merge_fact
 from warehouse.load.ledger import LedgerKey, record_chunk
 from warehouse.load.missing import mark_missing
 from warehouse.load.raw import KNOWN_FIELDS, insert_raw_versions, insert_rejects, record_fields
 from warehouse.load.result import DEFAULT_SETTLE, DayFigures, LoadResult, SettlePolicy
-from warehouse.load.stage import ANALYZED_STAGE_COLUMNS, copy_into_stage, stage
+from warehouse.load.stage import copy_into_stage, prepare_stage, stage
 
 # A chunk merges in about a second (docs/benchmarks.md); ten minutes is long past any honest merge.
 DEFAULT_MERGE_LOCK_TIMEOUT = 600.0
@@ -123,10 +123,7 @@ def _merge(
     logger: logging.Logger | None,
 ) -> None:
     """Everything after the COPY, in the caller's transaction: dimensions, fact, raw, rejects."""
-    # A temp table has no statistics until analysed; the merges' join plans need them.
-    # Not the payload columns: sampling jsonb was most of ANALYZE's second per 100k rows
-    # and no plan filters or joins on it.
-    conn.execute(text(f"ANALYZE {stage.name} ({', '.join(ANALYZED_STAGE_COLUMNS)})"))
+    prepare_stage(conn)
     # One merge per app at a time, taken only now: what a load read is private to its stage,
     # and each merge skips what another already wrote from a newer read.
     take_merge_lock(conn, app_id, lock_timeout, logger or _log)
@@ -136,7 +133,6 @@ def _merge(
         return
     app_key = ensure_app(conn, app_id)
     result.dimension_rows_inserted = merge_dimensions(conn, app_key, window)
-    result.counter_regressions = record_regressions(conn, app_key, run_id)
     merge_fact(conn, app_key, run_id, settle, result)
     mark_missing(conn, app_key, window, read_started, result)
     result.raw_versions_inserted = insert_raw_versions(conn, app_id, run_id)

@@ -6,6 +6,7 @@ from datetime import date
 from typing import Any
 
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     ColumnElement,
     Connection,
@@ -23,11 +24,12 @@ from sqlalchemy import (
     or_,
     select,
     tuple_,
+    union_all,
 )
-from sqlalchemy.dialects.postgresql import array, distinct_on, insert
+from sqlalchemy.dialects.postgresql import array, insert
 from sqlalchemy.sql.dml import Insert, ReturningInsert
 
-from warehouse.load._sql import analyze_if_grown, insert_missing
+from warehouse.load._sql import analyze_if_grown
 from warehouse.load.dimensions import is_sender_version
 from warehouse.load.result import LoadResult, SettlePolicy
 from warehouse.load.stage import stage
@@ -64,38 +66,30 @@ _TRACKED = (*_FACT_VALUES, "settled_at")
 
 
 def merge_fact(conn: Connection, app_key: int, run_id: str | None, settle: SettlePolicy, result: LoadResult) -> None:
-    # Counted in the database, by send date: RETURNING a row per campaign to Python held every
-    # one of them in memory at once (about 150 MB more at 1M campaigns than at 100k; bench/).
+    """Counter regressions, the fact upsert, its history and the per-day figures: one statement.
+
+    Data-modifying CTEs all see the fact as it was before the statement, which is what the
+    regressions (old against new values) and the stale count (rows holding a newer read) need;
+    the history takes its rows from the upsert's RETURNING instead of joining the fact again,
+    and the stage is deduplicated once for all of them (it was sorted four times).
+    """
     fact = table_of(FactSentCampaign)
-    upserted_rows = fact_upsert(app_key, run_id, settle).cte("upserted")
-    upserted_by_day = conn.execute(
-        select(
-            upserted_rows.c.sent_date_key,
-            func.count().filter(upserted_rows.c.inserted),
-            func.count(),
-        )
-        .select_from(upserted_rows)
-        .group_by(upserted_rows.c.sent_date_key)
-    ).all()
-    upserted = 0
-    for date_key, inserted, changed in upserted_by_day:
-        figures = result.day(_day_of_key(int(date_key)))
-        figures.inserted += int(inserted)
-        figures.updated += int(changed) - int(inserted)
-        result.inserted += int(inserted)
-        upserted += int(changed)
-    result.updated = upserted - result.inserted
-    analyze_if_grown(conn, FactSentCampaign, result.inserted)
-    result.snapshots_inserted = conn.execute(
-        snapshot_insert(app_key).execution_options(preserve_rowcount=True)
-    ).rowcount
-    analyze_if_grown(conn, FactSentCampaignSnapshot, result.snapshots_inserted)
-    # One pass over the staged campaigns, counted in the database (not in a Python set that
-    # would grow with the window): how many distinct ones per day, and how many of them the
-    # warehouse holds from a newer read than this load's, which the upsert left as they are.
     latest = latest_staged()
-    by_day = conn.execute(
+    regressed = regressions_insert(app_key, run_id, latest).returning(literal(1)).cte("regressed")
+    upserted = fact_upsert(app_key, run_id, settle, latest).cte("upserted")
+    history = history_insert(upserted).returning(literal(1)).cte("history")
+    by_upsert = select(
+        upserted.c.sent_date_key,
+        null().label("sent_date"),
+        func.count().filter(upserted.c.inserted).label("a"),
+        func.count().label("b"),
+        literal(0, BigInteger).label("c"),
+    ).group_by(upserted.c.sent_date_key)
+    # Distinct staged campaigns per day, those of the accepted read, and those the warehouse
+    # holds from a newer read than this load's (the upsert leaves them as they are).
+    by_stage = (
         select(
+            null().label("sent_date_key"),
             latest.c.sent_date,
             func.count(),
             func.count().filter(latest.c.in_final_read),
@@ -104,17 +98,42 @@ def merge_fact(conn: Connection, app_key: int, run_id: str | None, settle: Settl
         .select_from(latest)
         .outerjoin(fact, and_(fact.c.app_key == app_key, fact.c.campaign_id == latest.c.campaign_id))
         .group_by(latest.c.sent_date)
-    ).all()
+    )
+    totals = select(
+        null(),
+        null(),
+        select(func.count()).select_from(regressed).scalar_subquery(),
+        select(func.count()).select_from(history).scalar_subquery(),
+        literal(-1, BigInteger),
+    )
+    rows = conn.execute(union_all(by_upsert, by_stage, totals)).all()
+    upserted_count = 0
     distinct_in_final = 0
-    for day, distinct, in_final, stale in by_day:
+    staged_days: list[tuple[date, int, int]] = []
+    for date_key, day, a, b, c in rows:
+        if date_key is not None:
+            figures = result.day(_day_of_key(int(date_key)))
+            figures.inserted += int(a)
+            figures.updated += int(b) - int(a)
+            result.inserted += int(a)
+            upserted_count += int(b)
+        elif day is not None:
+            staged_days.append((day, int(a), int(c)))
+            distinct_in_final += int(b)
+        else:
+            result.counter_regressions = int(a)
+            result.snapshots_inserted = int(b)
+    result.updated = upserted_count - result.inserted
+    for day, distinct, stale in staged_days:
         figures = result.day(day)
-        figures.stale += int(stale)
-        figures.unchanged += int(distinct) - int(stale) - figures.inserted - figures.updated
-        distinct_in_final += int(in_final)
-        result.stale += int(stale)
-        result.unchanged += figures.unchanged
+        figures.stale += stale
+        figures.unchanged += distinct - stale - figures.inserted - figures.updated
+        result.stale += stale
+        result.unchanged += distinct - stale - figures.inserted - figures.updated
     # Only the accepted read's records count as received; one that came twice is a duplicate.
     result.duplicates = result.valid - distinct_in_final
+    analyze_if_grown(conn, FactSentCampaign, result.inserted)
+    analyze_if_grown(conn, FactSentCampaignSnapshot, result.snapshots_inserted)
 
 
 def _day_of_key(date_key: int) -> date:
@@ -122,18 +141,14 @@ def _day_of_key(date_key: int) -> date:
 
 
 def latest_staged() -> Subquery:
-    # The same campaign can come twice in one unit (pages shifting under us); the last read
-    # wins, and a single INSERT must not touch one key twice.
-    return (
-        select(stage)
-        .where(stage.c.reject_reasons.is_(None))
-        .ext(distinct_on(stage.c.campaign_id))
-        .order_by(stage.c.campaign_id, stage.c.seq.desc())
-        .subquery("latest")
-    )
+    """The valid staged records, each campaign's last read only (prepare_stage marked the rest).
+
+    A plain filter of the stage, so the planner uses the stage's statistics (a materialised
+    CTE has none, and with its guessed row counts the sender join sorted 100k jsonb keys)."""
+    return select(stage).where(stage.c.reject_reasons.is_(None), stage.c.superseded.is_(False)).subquery("latest")
 
 
-def fact_upsert(app_key: int, run_id: str | None, settle: SettlePolicy) -> ReturningInsert[tuple[bool, int]]:
+def fact_upsert(app_key: int, run_id: str | None, settle: SettlePolicy, latest: Any) -> ReturningInsert[Any]:
     """The fact merge: staged campaigns resolved to dimension keys, inserted or updated only
     where a value differs (counters, descriptive values, or having settled); RETURNING tells
     inserts from updates."""
@@ -144,9 +159,6 @@ def fact_upsert(app_key: int, run_id: str | None, settle: SettlePolicy) -> Retur
     dim_template = table_of(DimTemplate)
     dim_date = table_of(DimDate)
 
-    # The same campaign can come twice in one unit (pages shifting under us); the last read
-    # wins, and a single INSERT must not touch one key twice.
-    latest = latest_staged()
     incoming = (
         select(
             literal(app_key, Integer).label("app_key"),
@@ -251,7 +263,16 @@ def fact_upsert(app_key: int, run_id: str | None, settle: SettlePolicy) -> Retur
             fact.c.values_observed_at <= excluded.values_observed_at,
             tuple_(*(fact.c[n] for n in _TRACKED)).is_distinct_from(tuple_(*(excluded[n] for n in _TRACKED))),
         ),
-    ).returning(_WAS_INSERTED, fact.c.sent_date_key)
+    ).returning(
+        _WAS_INSERTED,
+        fact.c.sent_date_key,
+        fact.c.sent_campaign_key,
+        fact.c.sent_at,
+        *(fact.c[n] for n in COUNTER_COLUMNS),
+        fact.c.counters_changed_at,
+        fact.c.values_observed_at,
+        fact.c.last_dagster_run_id,
+    )
 
 
 def counters_complete(row: Any) -> ColumnElement[bool]:
@@ -266,24 +287,18 @@ def counters_complete(row: Any) -> ColumnElement[bool]:
     )
 
 
-def snapshot_insert(app_key: int) -> Insert:
-    """A history row for each staged campaign whose counters changed in this load: the upsert
-    set its counters_changed_at to this observation's time, and to nothing else."""
-    fact = table_of(FactSentCampaign)
+def history_insert(upserted: Any) -> Insert:
+    """A history row for each campaign the upsert wrote whose counters changed: it set their
+    counters_changed_at to this observation's time, and to nothing else."""
     snapshot = table_of(FactSentCampaignSnapshot)
-    latest = latest_staged()
     columns = ("sent_campaign_key", "observed_at", "sent_at", *COUNTER_COLUMNS, "dagster_run_id")
-    rows = (
-        select(
-            fact.c.sent_campaign_key,
-            fact.c.counters_changed_at,
-            fact.c.sent_at,
-            *(fact.c[n] for n in COUNTER_COLUMNS),
-            fact.c.last_dagster_run_id,
-        )
-        .join_from(latest, fact, and_(fact.c.app_key == app_key, fact.c.campaign_id == latest.c.campaign_id))
-        .where(fact.c.counters_changed_at == latest.c.extracted_at)
-    )
+    rows = select(
+        upserted.c.sent_campaign_key,
+        upserted.c.counters_changed_at,
+        upserted.c.sent_at,
+        *(upserted.c[n] for n in COUNTER_COLUMNS),
+        upserted.c.last_dagster_run_id,
+    ).where(upserted.c.counters_changed_at == upserted.c.values_observed_at)
     statement = insert(snapshot).from_select(columns, rows)
     # A page fetched at the same instant as an earlier load's (a replayed page): the same key;
     # keep the newer counters, and write nothing when they are the same.
@@ -297,11 +312,11 @@ def snapshot_insert(app_key: int) -> Insert:
     )
 
 
-def record_regressions(conn: Connection, app_key: int, run_id: str | None) -> int:
-    """Keep the old value of every monotonic counter CINNOX now reports smaller (before the merge)."""
+def regressions_insert(app_key: int, run_id: str | None, latest: Any) -> Insert:
+    """Keep the old value of every monotonic counter CINNOX now reports smaller: read from the
+    fact as it was before the merge's statement."""
     fact = table_of(FactSentCampaign)
     regressions = table_of(CounterRegression)
-    latest = latest_staged()
     # One join of the stage with the fact for all counters (it was one per counter: four
     # scans, 0.8 s of a no-op re-load of 100k campaigns), unpivoted only for the rare
     # campaigns with a drop: unnest() of equal-length arrays yields them in step.
@@ -329,4 +344,4 @@ def record_regressions(conn: Connection, app_key: int, run_id: str | None) -> in
         literal(run_id, Text),
     ).where(dropped.c.new_value < dropped.c.previous_value)
     columns = ["app_key", "campaign_id", "counter", "previous_value", "new_value", "dagster_run_id"]
-    return insert_missing(conn, regressions, columns, drops)
+    return insert(regressions).from_select(columns, drops)

@@ -23,7 +23,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from psycopg import sql
 from sqlalchemy import (
     BigInteger,
     Column,
@@ -54,10 +53,10 @@ from sqlalchemy.dialects.postgresql import TIMESTAMP
 from cinnox import Window, parse_json_body
 from warehouse.load import DEFAULT_MERGE_LOCK_TIMEOUT, take_merge_lock
 from warehouse.load.dimensions import durable_sender_key, ensure_app, merge_dimensions
-from warehouse.load.fact import counters_complete, merge_fact, record_regressions
+from warehouse.load.fact import counters_complete, merge_fact
 from warehouse.load.raw import insert_raw_versions, insert_rejects
 from warehouse.load.result import DEFAULT_SETTLE, LoadResult, SettlePolicy
-from warehouse.load.stage import ANALYZED_STAGE_COLUMNS, campaign_row, rejection_row, stage
+from warehouse.load.stage import prepare_stage, stage, stage_copy, stage_row
 from warehouse.models import (
     COUNTER_COLUMNS,
     CounterRegression,
@@ -71,7 +70,6 @@ from warehouse.models import (
     SentCampaignReject,
     table_of,
 )
-from warehouse.normalize import Rejection, stage_record
 
 _log = logging.getLogger("warehouse.rebuild")
 # Records fetched from the replay order and COPYed per round trip: memory stays flat.
@@ -360,7 +358,7 @@ def _replay_step(
     stage.create(conn)
     now_loaded: list[bytes] = []
     _copy_step(conn, app_id, step, result, now_loaded)
-    conn.execute(text(f"ANALYZE {stage.name} ({', '.join(ANALYZED_STAGE_COLUMNS)})"))
+    prepare_stage(conn)
     first, last = conn.execute(select(func.min(stage.c.sent_at), func.max(stage.c.sent_at))).one()
     window = (
         Window(_day(first), _day(last) + timedelta(days=1))
@@ -369,9 +367,9 @@ def _replay_step(
     )
     figures = LoadResult()
     result.dimension_rows += merge_dimensions(conn, app_key, window)
-    result.counter_regressions += record_regressions(conn, app_key, None)
     merge_fact(conn, app_key, None, settle, figures)
     result.snapshot_rows += figures.snapshots_inserted
+    result.counter_regressions += figures.counter_regressions
     if now_loaded:
         # Earlier rejects that load now: their versions join raw, their reject rows go.
         insert_raw_versions(conn, app_id, None)
@@ -407,10 +405,6 @@ def _copy_step(conn: Connection, app_id: str, step: int, result: RebuildResult, 
     raw = table_of(SentCampaignPayload)
     rejects = table_of(SentCampaignReject)
     r = _replay
-    columns = [c.name for c in stage.columns]
-    statement = sql.SQL("COPY {} ({}) FROM STDIN").format(
-        sql.Identifier(stage.name), sql.SQL(", ").join(map(sql.Identifier, columns))
-    )
     query = (
         select(
             r.c.ord,
@@ -439,15 +433,13 @@ def _copy_step(conn: Connection, app_id: str, step: int, result: RebuildResult, 
         .order_by(r.c.ord)
         .limit(REPLAY_BATCH)
     )
-    driver = conn.connection.driver_connection
-    assert driver is not None
     after = 0
     while True:
         batch = conn.execute(query.where(r.c.step == step, r.c.ord > after)).all()
         if not batch:
             return
         after = batch[-1][0]
-        with driver.cursor() as cursor, cursor.copy(statement) as copy:
+        with stage_copy(conn) as copy:
             for ord_, source, stored_hash, extracted_at, window_start, window_end, payload, payload_text in batch:
                 stored = payload if payload is not None else payload_text or "null"
                 record: Any = parse_json_body(stored.encode())
@@ -457,11 +449,10 @@ def _copy_step(conn: Connection, app_id: str, step: int, result: RebuildResult, 
                     result.rejected += 1
                     continue
                 window = _ANY_TIME if source == _FROM_RAW else Window(window_start, window_end)
-                staged = stage_record(record, window, extracted_at)
+                row, rejection = stage_row(ord_, True, record, window, extracted_at)
                 result.records += 1
-                if isinstance(staged, Rejection):
+                if rejection is not None:
                     result.rejected += 1
-                    row = rejection_row(ord_, True, staged)
                     if source == _FROM_REJECT:
                         # The same record: keyed by its stored hash, so its row is kept.
                         row = (*row[:7], stored_hash, *row[8:])
@@ -471,7 +462,7 @@ def _copy_step(conn: Connection, app_id: str, step: int, result: RebuildResult, 
                 if source == _FROM_REJECT:
                     result.now_loaded += 1
                     now_loaded.append(stored_hash)
-                copy.write_row(campaign_row(ord_, True, staged))
+                copy.write_row(row)
 
 
 def _carry_over(conn: Connection, app_key: int) -> tuple[int, int]:
