@@ -160,7 +160,8 @@ def build_checks(app: AppSettings, refresh_days: int) -> list[dg.AssetChecksDefi
         name="dimension_keys_resolve",
         description=(
             "Every fact row's app, channel, date, sender, staff and template keys find their dimension "
-            "row, and sender, staff and template belong to the same app (and sender to the same channel)."
+            "row, and sender, staff and template belong to the same app (and sender to the same channel); "
+            "every counter-history row finds its campaign."
         ),
     )
     def dimension_keys_resolve(warehouse: WarehouseResource) -> dg.AssetCheckResult:

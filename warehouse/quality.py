@@ -77,9 +77,11 @@ def counters_out_of_order(engine: Engine, app_id: str) -> CheckOutcome:
 
 
 def dangling_dimension_keys(engine: Engine, app_id: str) -> CheckOutcome:
-    """Campaigns whose keys miss their dimension row, or point at another app's or channel's row.
+    """Campaigns whose keys miss their dimension row, or point at another app's or channel's
+    row; and counter-history rows whose campaign is gone (those belong to no app any more, so
+    every app's check counts them, sampled as `history:<sent_campaign_key>`).
 
-    The fact has no foreign keys to its dimensions (a trigger per row each, most of a first
+    Neither the fact nor its history has foreign keys (a trigger per row each, most of a first
     load's merge): this check is the guard, for existence and for the same app and channel.
     """
     rows = _app_rows(app_id)
@@ -97,7 +99,20 @@ def dangling_dimension_keys(engine: Engine, app_id: str) -> CheckOutcome:
         missing(DimStaff, "staff_key", "app_key"),
         missing(DimTemplate, "template_key", "app_key"),
     )
-    return _count_where(engine, rows, bad_row)
+    facts = _count_where(engine, rows, bad_row)
+    history = table_of(FactSentCampaignSnapshot)
+    fact = table_of(FactSentCampaign)
+    orphan = ~exists().where(fact.c.sent_campaign_key == history.c.sent_campaign_key)
+    with engine.connect() as conn:
+        orphans = conn.scalar(select(func.count()).select_from(history).where(orphan)) or 0
+        keys = conn.scalars(
+            select(history.c.sent_campaign_key).distinct().where(orphan).order_by(history.c.sent_campaign_key).limit(3)
+        ).all()
+    return CheckOutcome(
+        rows_checked=facts.rows_checked,
+        violations=facts.violations + orphans,
+        sample=[*facts.sample, *(f"history:{key}" for key in keys)][:SAMPLE_SIZE],
+    )
 
 
 def campaigns_in_window(engine: Engine, app_id: str, start: datetime, end: datetime) -> int:

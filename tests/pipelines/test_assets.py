@@ -295,13 +295,20 @@ def test_checks_fail_on_bad_rows(
                 " (SELECT campaign_id FROM cinnox.fact_sent_campaign ORDER BY campaign_id OFFSET 5 LIMIT 1)"
             )
         )
+        # A history row whose campaign is gone: no foreign key refuses it (revision 0011) either.
+        conn.execute(
+            text(
+                "INSERT INTO cinnox.fact_sent_campaign_snapshot (sent_campaign_key, observed_at, sent_at)"
+                " VALUES (2147483647, now(), now())"
+            )
+        )
     result = run_checks(build_definitions({**environment, "DATABASE_URL": url}))
     evaluations = {c.check_name: c for c in result.get_asset_check_evaluations()}
     assert not evaluations["unique_campaign_ids"].passed
     assert not evaluations["non_negative_counters"].passed
     assert evaluations["non_negative_counters"].metadata["violations"].value == 1
     assert evaluations["counters_in_order"].metadata["violations"].value == 1
-    assert evaluations["dimension_keys_resolve"].metadata["violations"].value == 2
+    assert evaluations["dimension_keys_resolve"].metadata["violations"].value == 3
     assert not evaluations["counters_in_order"].passed
     assert not evaluations["dimension_keys_resolve"].passed
     engine.dispose()
