@@ -82,7 +82,7 @@ class SentCampaignPayload(Base):
     payload_hash: Mapped[bytes] = mapped_column(
         LargeBinary,
         primary_key=True,
-        comment="SHA-256 of the payload's canonical jsonb text; identifies a version.",
+        comment="SHA-256 of the payload's JSON with keys sorted (orjson); identifies a version.",
     )
     payload: Mapped[Any] = mapped_column(JSONB, comment="The record exactly as returned, unknown fields included.")
     extracted_at: Mapped[datetime] = mapped_column(

@@ -15,7 +15,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, inspect, select, text
 from sqlalchemy.exc import DBAPIError
 
-from cinnox import CinnoxClient, Window
+from cinnox import CinnoxClient, Page, Window
 from cinnox.simulator import DEFAULT_APPS, SimulatorServer
 from warehouse.db import create_warehouse_engine
 from warehouse.load import load_sent_campaigns
@@ -296,4 +296,50 @@ def test_history_migration_carries_existing_rows_over(create_database: Callable[
     assert (week.isoformat(), month.isoformat()) == ("2026-06-01", "2026-06-01")
     assert counters_changed == [changed, changed]
     assert observed == [changed, settled]
+    engine.dispose()
+
+
+def test_stored_versions_hashed_again_by_revision_0012_match_the_loaders(
+    create_database: Callable[[], str],
+) -> None:
+    # Versions written under revision 0011's hash (SHA-256 of the jsonb text, in SQL), then
+    # hashed again by 0012 from the stored JSON: a re-load of the same records finds every one.
+    engine = create_warehouse_engine(create_database())
+    upgrade_to_head(engine)
+    window = Window(datetime(2025, 3, 1, tzinfo=UTC), datetime(2025, 3, 2, tzinfo=UTC))
+    records: list[dict[str, object]] = [
+        {
+            "id": f"c{i}",
+            "date": f"2025-03-01T0{i}:00:00.000Z",
+            "channel": "WhatsApp",
+            "campaignName": name,
+            "sender": {"phone": "+852", "channelName": "Shop \u00e9\u4e2d"},
+            "delivered": i,
+            "extra": extra,
+        }
+        for i, (name, extra) in enumerate(
+            [
+                ("plain", None),
+                ('quote " and \\ and \t tab', [1, 2.5, {"b": True, "a": None}]),
+                ("emoji \U0001f600", {"z": 1e-7, "y": 100.0, "x": 12345678.9}),
+                ("\x01 control", "line\nbreak"),
+            ]
+        )
+    ]
+    fetched = datetime(2025, 3, 2, tzinfo=UTC)
+    page = Page("sim-app-1", window, 0, records, len(records), fetched, 1)
+    assert load_sent_campaigns(engine, "sim-app-1", window, [page]).inserted == len(records)
+    stored = "SELECT campaign_id, payload_hash FROM cinnox_raw.sent_campaign_payload ORDER BY 1"
+    with engine.connect() as conn:
+        hashes = conn.execute(text(stored)).all()
+    with engine.begin() as conn:
+        config = alembic_config()
+        config.attributes["connection"] = conn
+        command.downgrade(config, "0011")
+        assert conn.execute(text(stored)).all() != hashes  # the old definition
+    upgrade_to_head(engine)
+    with engine.connect() as conn:
+        assert conn.execute(text(stored)).all() == hashes
+    again = load_sent_campaigns(engine, "sim-app-1", window, [page])
+    assert (again.unchanged, again.raw_versions_inserted) == (len(records), 0)
     engine.dispose()

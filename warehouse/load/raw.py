@@ -6,7 +6,6 @@ from sqlalchemy import (
     Connection,
     Text,
     exists,
-    func,
     literal,
     not_,
     select,
@@ -28,13 +27,7 @@ from warehouse.models import (
 def insert_raw_versions(conn: Connection, app_id: str, run_id: str | None) -> int:
     raw = table_of(SentCampaignPayload)
     hashed = (
-        select(
-            stage.c.campaign_id,
-            func.sha256(func.convert_to(stage.c.payload.cast(Text), "UTF8")).label("payload_hash"),
-            stage.c.payload,
-            stage.c.extracted_at,
-            stage.c.seq,
-        )
+        select(stage.c.campaign_id, stage.c.payload_hash, stage.c.payload, stage.c.extracted_at, stage.c.seq)
         .where(stage.c.reject_reasons.is_(None))
         .subquery("hashed")
     )
@@ -79,23 +72,23 @@ def insert_rejects(conn: Connection, app_id: str, window: Window, run_id: str | 
             stage.c.reject_reasons,
             stage.c.payload,
             stage.c.payload_text,
-            stage.c.reject_hash,
+            stage.c.payload_hash,
             literal(window.start, TIMESTAMP(timezone=True)),
             literal(window.end, TIMESTAMP(timezone=True)),
             stage.c.extracted_at,
             literal(run_id, Text),
         )
-        .ext(distinct_on(stage.c.reject_hash))
+        .ext(distinct_on(stage.c.payload_hash))
         .where(
             stage.c.reject_reasons.is_not(None),
             not_(
                 exists().where(
                     rejects.c.app_id == app_id,
-                    rejects.c.payload_hash == stage.c.reject_hash,
+                    rejects.c.payload_hash == stage.c.payload_hash,
                 )
             ),
         )
-        .order_by(stage.c.reject_hash, stage.c.seq)
+        .order_by(stage.c.payload_hash, stage.c.seq)
     )
     columns = [
         "app_id",

@@ -387,7 +387,7 @@ def _replay_step(
         .values(reasons=stage.c.reject_reasons)
         .where(
             rejects.c.app_id == app_id,
-            rejects.c.payload_hash == stage.c.reject_hash,
+            rejects.c.payload_hash == stage.c.payload_hash,
             stage.c.reject_reasons.is_not(None),
             rejects.c.reasons != stage.c.reject_reasons,
         )

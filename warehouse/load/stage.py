@@ -54,7 +54,9 @@ stage = Table(
     Column("payload", JSONB),
     Column("payload_text", Text),
     Column("reject_reasons", ARRAY(Text)),  # NULL for a valid record
-    Column("reject_hash", LargeBinary),
+    # What the record is kept under: its version's hash in cinnox_raw if valid, else its
+    # reject's hash in the rejects.
+    Column("payload_hash", LargeBinary, nullable=False),
     Column("sent_at", TIMESTAMP(timezone=True)),
     Column("sent_date", Date),
     Column("channel", Text),
@@ -182,10 +184,10 @@ def stage_row(
     it is one. Well-formed records take `well_formed_record`'s path: no object per record."""
     fast = well_formed_record(record, window)
     if fast is not None:
-        payload, values = fast
+        payload, payload_hash, values = fast
         sent_at = values[1]
         # campaign_row's columns, from the values as they are.
-        return (seq, final, values[0], extracted_at, payload, None, None, None, sent_at, sent_at.date(),
+        return (seq, final, values[0], extracted_at, payload, None, None, payload_hash, sent_at, sent_at.date(),
                 values[2].value, *values[3:]), None  # fmt: skip
     staged = stage_record(record, window, extracted_at)
     if isinstance(staged, Rejection):
@@ -236,7 +238,7 @@ def campaign_row(seq: int, final: bool, staged: StagedCampaign) -> tuple[object,
         staged.payload_json,
         None,
         None,
-        None,
+        staged.payload_hash,
         c.sent_at,
         staged.sent_date,
         c.channel.value,
