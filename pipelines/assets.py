@@ -209,6 +209,8 @@ class RunLogger(logging.Logger):
         return self._target(level).isEnabledFor(level)
 
     def _log(self, level: int, msg: object, *args: Any, **kwargs: Any) -> None:
+        # One frame more to skip (this one), so a record names the client's line as its caller.
+        kwargs["stacklevel"] = kwargs.get("stacklevel", 1) + 1
         self._target(level)._log(level, msg, *args, **kwargs)
 
 

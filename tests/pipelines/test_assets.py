@@ -255,10 +255,12 @@ def test_the_client_s_page_lines_stay_out_of_the_run_s_event_log_and_its_warning
 def test_run_logger_routes_by_level() -> None:
     run_log, pages = logging.getLogger("test.run"), logging.getLogger("test.pages")
     seen: list[tuple[str, int, str]] = []
+    callers: set[str] = set()
 
     class Keep(logging.Handler):
         def emit(self, record: logging.LogRecord) -> None:
             seen.append((record.name, record.levelno, record.getMessage()))
+            callers.add(record.funcName)
 
     for logger in (run_log, pages):
         logger.setLevel(logging.DEBUG)
@@ -273,6 +275,7 @@ def test_run_logger_routes_by_level() -> None:
         ("test.run", logging.INFO, "info"),
         ("test.run", logging.WARNING, "retry 1 of 6"),
     ]
+    assert callers == {"test_run_logger_routes_by_level"}  # records name the caller, not RunLogger
     pages.setLevel(logging.INFO)  # a level set on either logger is honoured, before any formatting
     assert not log.isEnabledFor(logging.DEBUG)
     assert log.isEnabledFor(logging.WARNING)
