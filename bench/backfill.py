@@ -66,7 +66,7 @@ def extract(latency: float, rate: float) -> dict[str, Any]:
 
 
 def bare(latency: float, rate: float) -> dict[str, Any]:
-    url = fresh_database("cinnox_bench")
+    url = fresh_database(os.environ.get("BENCH_DATABASE", "cinnox_bench"))
     engine = create_warehouse_engine(url)
     upgrade_to_head(engine)
     with _simulator(latency, rate) as sim:
@@ -93,7 +93,7 @@ def bare(latency: float, rate: float) -> dict[str, Any]:
 
 
 def dagster(latency: float, rate: float) -> dict[str, Any]:
-    url = fresh_database("cinnox_bench")
+    url = fresh_database(os.environ.get("BENCH_DATABASE", "cinnox_bench"))
     upgrade_to_head(create_warehouse_engine(url))
     with _simulator(latency, rate) as sim:
         window = backfill_window(sim.now)

@@ -1,6 +1,7 @@
 """One partitioned asset per CINNOX app: its sent campaigns, extracted and loaded together."""
 
 import datetime
+import logging
 import warnings
 from collections.abc import Callable
 from typing import Any
@@ -101,7 +102,7 @@ def _sent_campaigns_asset(
         # retry finds the chunks it already committed by.
         ledger = LedgerKey(app.app_id, context.run.root_run_id or context.run.run_id, window, context.run.run_id)
         try:
-            client = cinnox.client(app.app_id, logger=context.log)
+            client = cinnox.client(app.app_id, logger=RunLogger(context.log))
         except ValueError as exc:  # a setting the client refuses, e.g. plain http off loopback
             raise dg.Failure(f"CINNOX app {app.app_id!r}: {exc}", allow_retries=False) from exc
         try:
@@ -180,6 +181,37 @@ def _sent_campaigns_asset(
         return dg.MaterializeResult()
 
     return sent_campaigns
+
+
+# Where the client's per-page debug lines go in a run, instead of the run's event log.
+PAGE_LOGGER = "cinnox.client"
+
+
+class RunLogger(logging.Logger):
+    """The client's logger in a run: info and above to the run's log (`context.log`), debug
+    lines (one per page) to the plain Python logger `cinnox.client`.
+
+    Each line sent to `context.log` is a Dagster event, stored with the run: one per page cost
+    the run more than the page's own bookkeeping. Retries, drift and other warnings stay in the
+    run's log. An instance that wants the page lines in the event log too lists the logger
+    under `python_logs: managed_python_loggers` in dagster.yaml.
+    """
+
+    def __init__(self, run_log: logging.Logger, pages: logging.Logger | None = None) -> None:
+        super().__init__(run_log.name)
+        self._run_log = run_log
+        self._pages = pages or logging.getLogger(PAGE_LOGGER)
+
+    def _target(self, level: int) -> logging.Logger:
+        return self._pages if level < logging.INFO else self._run_log
+
+    def isEnabledFor(self, level: int) -> bool:
+        return self._target(level).isEnabledFor(level)
+
+    def _log(self, level: int, msg: object, *args: Any, **kwargs: Any) -> None:
+        # One frame more to skip (this one), so a record names the client's line as its caller.
+        kwargs["stacklevel"] = kwargs.get("stacklevel", 1) + 1
+        self._target(level)._log(level, msg, *args, **kwargs)
 
 
 def _progress_logger(log: Any) -> Callable[[ChunkProgress], None]:

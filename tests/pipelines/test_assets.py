@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import Engine, func, select, text
 
 from cinnox.simulator import FaultKind, SimulatorServer
-from pipelines.assets import build_sent_campaigns_asset
+from pipelines.assets import PAGE_LOGGER, RunLogger, build_sent_campaigns_asset
 from pipelines.checks import build_checks
 from pipelines.definitions import build_definitions
 from pipelines.partitions import range_tags, send_date_partitions
@@ -231,6 +231,54 @@ def test_the_token_appears_nowhere_dagster_stores_or_logs(
         assert dumps["cinnox_raw.sent_campaign_payload"]
         assert dumps["cinnox_raw.source_field"]
     assert not [name for name, dump in dumps.items() if dump and TOKEN in dump]
+
+
+def test_the_client_s_page_lines_stay_out_of_the_run_s_event_log_and_its_warnings_do_not(
+    run_range: Callable[..., dg.ExecuteInProcessResult],
+    cinnox_api: SimulatorServer,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG, logger=PAGE_LOGGER)
+    cinnox_api.add_fault(FaultKind.HTTP_500)  # a retry: the client logs a warning
+    with dg.instance_for_test(temp_dir=str(tmp_path)) as instance:
+        result = run_range("2026-06-10", "2026-06-14", instance=instance)
+        assert result.success
+        stored = [record.user_message for record in instance.all_logs(result.run_id)]
+    assert any("retry 1 of" in line for line in stored)  # warnings: in the run's log
+    assert any("chunk 1 of 1 " in line for line in stored)  # the progress lines too
+    assert not [line for line in stored if "page at offset" in line]  # one Dagster event per page, no more
+    pages = [r for r in caplog.records if r.name == PAGE_LOGGER and "page at offset" in r.getMessage()]
+    assert len(pages) == metadata(result)["run_pages"]  # every page, in the Python logger instead
+
+
+def test_run_logger_routes_by_level() -> None:
+    run_log, pages = logging.getLogger("test.run"), logging.getLogger("test.pages")
+    seen: list[tuple[str, int, str]] = []
+    callers: set[str] = set()
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            seen.append((record.name, record.levelno, record.getMessage()))
+            callers.add(record.funcName)
+
+    for logger in (run_log, pages):
+        logger.setLevel(logging.DEBUG)
+        logger.addHandler(Keep())
+        logger.propagate = False
+    log = RunLogger(run_log, pages)
+    log.debug("page %d", 1)
+    log.info("info")
+    log.warning("retry %s", "1 of 6")
+    assert seen == [
+        ("test.pages", logging.DEBUG, "page 1"),
+        ("test.run", logging.INFO, "info"),
+        ("test.run", logging.WARNING, "retry 1 of 6"),
+    ]
+    assert callers == {"test_run_logger_routes_by_level"}  # records name the caller, not RunLogger
+    pages.setLevel(logging.INFO)  # a level set on either logger is honoured, before any formatting
+    assert not log.isEnabledFor(logging.DEBUG)
+    assert log.isEnabledFor(logging.WARNING)
 
 
 def test_a_refused_token_fails_the_run_naming_the_variable_not_the_token(

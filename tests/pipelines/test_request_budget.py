@@ -43,6 +43,13 @@ def test_each_caller_gets_its_own_slot_in_turn(warehouse: Engine) -> None:
     assert take_token(warehouse, "app-b", SLOW) == 0.0  # apps do not share a budget
 
 
+def test_a_token_skips_the_wal_flush_wait_in_its_own_transaction_only(warehouse: Engine) -> None:
+    take_token(warehouse, "app-e", SLOW)
+    with warehouse.connect() as conn:  # the pool hands back the connection take_token used
+        assert conn.exec_driver_sql("SHOW synchronous_commit").scalar() == "on"
+    assert 99 < take_token(warehouse, "app-e", SLOW) <= 100  # and the balance was committed
+
+
 def test_concurrent_callers_never_share_a_slot(warehouse: Engine) -> None:
     with ThreadPoolExecutor(max_workers=8) as pool:
         waits = list(pool.map(lambda _: take_token(warehouse, "app-c", SLOW), range(16)))
