@@ -123,7 +123,7 @@ def _merge(
     logger: logging.Logger | None,
 ) -> None:
     """Everything after the COPY, in the caller's transaction: dimensions, fact, raw, rejects."""
-    prepare_stage(conn)
+    superseded = prepare_stage(conn)
     # One merge per app at a time, taken only now: what a load read is private to its stage,
     # and each merge skips what another already wrote from a newer read.
     take_merge_lock(conn, app_id, lock_timeout, logger or _log)
@@ -135,7 +135,7 @@ def _merge(
     result.dimension_rows_inserted = merge_dimensions(conn, app_key, window)
     merge_fact(conn, app_key, run_id, settle, result)
     mark_missing(conn, app_key, window, read_started, result)
-    result.raw_versions_inserted = insert_raw_versions(conn, app_id, run_id)
+    result.raw_versions_inserted = insert_raw_versions(conn, app_id, run_id, repeats=superseded > 0)
     result.rejects_inserted = insert_rejects(conn, app_id, window, run_id)
     record_fields(conn, app_id, fields, run_id, result)
 

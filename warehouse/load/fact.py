@@ -7,18 +7,17 @@ from typing import Any
 
 from sqlalchemy import (
     BigInteger,
-    Boolean,
     ColumnElement,
     Connection,
     Integer,
     Interval,
+    Select,
     Subquery,
     Text,
     and_,
     case,
     func,
     literal,
-    literal_column,
     not_,
     null,
     or_,
@@ -27,7 +26,7 @@ from sqlalchemy import (
     union_all,
 )
 from sqlalchemy.dialects.postgresql import array, insert
-from sqlalchemy.sql.dml import Insert, ReturningInsert
+from sqlalchemy.sql.dml import Insert
 
 from warehouse.load._sql import analyze_if_grown
 from warehouse.load.dimensions import is_sender_version
@@ -48,9 +47,6 @@ from warehouse.models import (
 )
 
 # The fact columns a load may change; a row is rewritten only when one of them differs.
-# xmax is 0 on a row version no transaction has touched since it was inserted: RETURNING it
-# tells an insert from an update in one statement.
-_WAS_INSERTED = literal_column("(xmax = 0)", Boolean).label("inserted")
 _FACT_VALUES = (
     "sent_at",
     "sent_date_key",
@@ -76,8 +72,8 @@ def merge_fact(conn: Connection, app_key: int, run_id: str | None, settle: Settl
     fact = table_of(FactSentCampaign)
     latest = latest_staged()
     regressed = regressions_insert(app_key, run_id, latest).returning(literal(1)).cte("regressed")
-    upserted = fact_upsert(app_key, run_id, settle, latest).cte("upserted")
-    history = history_insert(upserted).returning(literal(1)).cte("history")
+    upserted = fact_upsert(app_key, run_id, settle, latest)
+    history = history_insert(upserted)
     by_upsert = select(
         upserted.c.sent_date_key,
         null().label("sent_date"),
@@ -148,10 +144,10 @@ def latest_staged() -> Subquery:
     return select(stage).where(stage.c.reject_reasons.is_(None), stage.c.superseded.is_(False)).subquery("latest")
 
 
-def fact_upsert(app_key: int, run_id: str | None, settle: SettlePolicy, latest: Any) -> ReturningInsert[Any]:
+def fact_upsert(app_key: int, run_id: str | None, settle: SettlePolicy, latest: Any) -> Subquery:
     """The fact merge: staged campaigns resolved to dimension keys, inserted or updated only
-    where a value differs (counters, descriptive values, or having settled); RETURNING tells
-    inserts from updates."""
+    where a value differs (counters, descriptive values, or having settled). The rows written,
+    as RETURNING gives them, with `inserted` telling inserts from updates."""
     fact = table_of(FactSentCampaign)
     dim_channel = table_of(DimChannel)
     dim_sender = table_of(DimSender)
@@ -249,22 +245,9 @@ def fact_upsert(app_key: int, run_id: str | None, settle: SettlePolicy, latest: 
             )
         )
     )
+    candidates = changed_or_new.add_columns(current.c.sent_campaign_key.label("current_key")).cte("candidates")
     written = ["app_key", "campaign_id", *_TRACKED, "counters_changed_at", "values_observed_at", "last_dagster_run_id"]
-    upsert = insert(fact).from_select(written, changed_or_new)
-    excluded = upsert.excluded
-    return upsert.on_conflict_do_update(
-        index_elements=[fact.c.app_key, fact.c.campaign_id],
-        set_={
-            **{name: excluded[name] for name in (*_TRACKED, "counters_changed_at", "values_observed_at")},
-            "last_changed_at": func.now(),
-            "last_dagster_run_id": excluded.last_dagster_run_id,
-        },
-        where=and_(
-            fact.c.values_observed_at <= excluded.values_observed_at,
-            tuple_(*(fact.c[n] for n in _TRACKED)).is_distinct_from(tuple_(*(excluded[n] for n in _TRACKED))),
-        ),
-    ).returning(
-        _WAS_INSERTED,
+    returned = (
         fact.c.sent_date_key,
         fact.c.sent_campaign_key,
         fact.c.sent_at,
@@ -273,6 +256,30 @@ def fact_upsert(app_key: int, run_id: str | None, settle: SettlePolicy, latest: 
         fact.c.values_observed_at,
         fact.c.last_dagster_run_id,
     )
+    # A plain INSERT for new campaigns and an UPDATE by key for changed ones, not one INSERT
+    # ... ON CONFLICT: its speculative insertion cost a third more per row (0.69 s against
+    # 0.49 s for 100k). Safe because the app's merge lock is held: no other load writes the
+    # app's rows, so a campaign without a row when the statement began still has none.
+    inserted = (
+        insert(fact)
+        .from_select(written, select(*(candidates.c[n] for n in written)).where(candidates.c.current_key.is_(None)))
+        .returning(literal(True).label("inserted"), *returned)
+        .cte("inserted")
+    )
+    updated = (
+        fact.update()
+        .values(
+            {
+                **{name: candidates.c[name] for name in (*_TRACKED, "counters_changed_at", "values_observed_at")},
+                "last_changed_at": func.now(),
+                "last_dagster_run_id": candidates.c.last_dagster_run_id,
+            }
+        )
+        .where(fact.c.sent_campaign_key == candidates.c.current_key)
+        .returning(literal(False).label("inserted"), *returned)
+        .cte("updated")
+    )
+    return union_all(select(inserted), select(updated)).subquery("upserted")
 
 
 def counters_complete(row: Any) -> ColumnElement[bool]:
@@ -287,29 +294,40 @@ def counters_complete(row: Any) -> ColumnElement[bool]:
     )
 
 
-def history_insert(upserted: Any) -> Insert:
+def history_insert(upserted: Any) -> Any:
     """A history row for each campaign the upsert wrote whose counters changed: it set their
-    counters_changed_at to this observation's time, and to nothing else."""
+    counters_changed_at to this observation's time, and to nothing else. Returns a CTE of one
+    row per history row written."""
     snapshot = table_of(FactSentCampaignSnapshot)
     columns = ("sent_campaign_key", "observed_at", "sent_at", *COUNTER_COLUMNS, "dagster_run_id")
-    rows = select(
-        upserted.c.sent_campaign_key,
-        upserted.c.counters_changed_at,
-        upserted.c.sent_at,
-        *(upserted.c[n] for n in COUNTER_COLUMNS),
-        upserted.c.last_dagster_run_id,
-    ).where(upserted.c.counters_changed_at == upserted.c.values_observed_at)
-    statement = insert(snapshot).from_select(columns, rows)
+
+    def rows(inserted: bool) -> Select[Any]:
+        return select(
+            upserted.c.sent_campaign_key,
+            upserted.c.counters_changed_at,
+            upserted.c.sent_at,
+            *(upserted.c[n] for n in COUNTER_COLUMNS),
+            upserted.c.last_dagster_run_id,
+        ).where(upserted.c.counters_changed_at == upserted.c.values_observed_at, upserted.c.inserted.is_(inserted))
+
+    # A new campaign has no history yet: a plain INSERT (no speculative insertion).
+    first = insert(snapshot).from_select(columns, rows(True)).returning(literal(1)).cte("first_history")
+    statement = insert(snapshot).from_select(columns, rows(False))
     # A page fetched at the same instant as an earlier load's (a replayed page): the same key;
     # keep the newer counters, and write nothing when they are the same.
     values = ("sent_at", *COUNTER_COLUMNS)
-    return statement.on_conflict_do_update(
-        index_elements=[snapshot.c.sent_campaign_key, snapshot.c.observed_at],
-        set_={name: statement.excluded[name] for name in (*values, "dagster_run_id")},
-        where=tuple_(*(snapshot.c[n] for n in values)).is_distinct_from(
-            tuple_(*(statement.excluded[n] for n in values))
-        ),
+    later = (
+        statement.on_conflict_do_update(
+            index_elements=[snapshot.c.sent_campaign_key, snapshot.c.observed_at],
+            set_={name: statement.excluded[name] for name in (*values, "dagster_run_id")},
+            where=tuple_(*(snapshot.c[n] for n in values)).is_distinct_from(
+                tuple_(*(statement.excluded[n] for n in values))
+            ),
+        )
+        .returning(literal(1))
+        .cte("later_history")
     )
+    return union_all(select(first), select(later)).subquery("history")
 
 
 def regressions_insert(app_key: int, run_id: str | None, latest: Any) -> Insert:

@@ -24,34 +24,35 @@ from warehouse.models import (
 )
 
 
-def insert_raw_versions(conn: Connection, app_id: str, run_id: str | None) -> int:
+def insert_raw_versions(conn: Connection, app_id: str, run_id: str | None, *, repeats: bool = True) -> int:
+    """The staged valid records' versions cinnox_raw lacks. `repeats`: a campaign may be staged
+    more than once (prepare_stage says), so the same version may be too: keep its first read."""
     raw = table_of(SentCampaignPayload)
     hashed = (
         select(stage.c.campaign_id, stage.c.payload_hash, stage.c.payload, stage.c.extracted_at, stage.c.seq)
         .where(stage.c.reject_reasons.is_(None))
         .subquery("hashed")
     )
-    versions = (
-        select(
-            literal(app_id, Text),
-            hashed.c.campaign_id,
-            hashed.c.payload_hash,
-            hashed.c.payload,
-            hashed.c.extracted_at,
-            literal(run_id, Text),
-        )
-        .ext(distinct_on(hashed.c.campaign_id, hashed.c.payload_hash))
-        .where(
-            not_(
-                exists().where(
-                    raw.c.app_id == app_id,
-                    raw.c.campaign_id == hashed.c.campaign_id,
-                    raw.c.payload_hash == hashed.c.payload_hash,
-                )
+    versions = select(
+        literal(app_id, Text),
+        hashed.c.campaign_id,
+        hashed.c.payload_hash,
+        hashed.c.payload,
+        hashed.c.extracted_at,
+        literal(run_id, Text),
+    ).where(
+        not_(
+            exists().where(
+                raw.c.app_id == app_id,
+                raw.c.campaign_id == hashed.c.campaign_id,
+                raw.c.payload_hash == hashed.c.payload_hash,
             )
         )
-        .order_by(hashed.c.campaign_id, hashed.c.payload_hash, hashed.c.seq)
     )
+    if repeats:  # the sort is 0.1 s at 100k, and needless when every campaign is staged once
+        versions = versions.ext(distinct_on(hashed.c.campaign_id, hashed.c.payload_hash)).order_by(
+            hashed.c.campaign_id, hashed.c.payload_hash, hashed.c.seq
+        )
     columns = [
         "app_id",
         "campaign_id",
@@ -60,7 +61,11 @@ def insert_raw_versions(conn: Connection, app_id: str, run_id: str | None) -> in
         "extracted_at",
         "dagster_run_id",
     ]
-    return insert_missing(conn, raw, columns, versions)
+    # A plain INSERT, not ON CONFLICT DO NOTHING (speculative insertion, a third more per row):
+    # the NOT EXISTS leaves out stored versions, and the app's merge lock keeps any other load
+    # from adding one meanwhile.
+    statement = insert(raw).from_select(columns, versions)
+    return conn.execute(statement.execution_options(preserve_rowcount=True)).rowcount
 
 
 def insert_rejects(conn: Connection, app_id: str, window: Window, run_id: str | None) -> int:

@@ -358,7 +358,7 @@ def _replay_step(
     stage.create(conn)
     now_loaded: list[bytes] = []
     _copy_step(conn, app_id, step, result, now_loaded)
-    prepare_stage(conn)
+    superseded = prepare_stage(conn)
     first, last = conn.execute(select(func.min(stage.c.sent_at), func.max(stage.c.sent_at))).one()
     window = (
         Window(_day(first), _day(last) + timedelta(days=1))
@@ -372,7 +372,7 @@ def _replay_step(
     result.counter_regressions += figures.counter_regressions
     if now_loaded:
         # Earlier rejects that load now: their versions join raw, their reject rows go.
-        insert_raw_versions(conn, app_id, None)
+        insert_raw_versions(conn, app_id, None, repeats=superseded > 0)
         rejects = table_of(SentCampaignReject)
         for start in range(0, len(now_loaded), REPLAY_BATCH):
             conn.execute(
