@@ -9,6 +9,9 @@ import math
 import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
+from typing import Annotated, Literal
+
+import msgspec
 
 from cinnox._models import Channel, Sender, SentCampaign
 
@@ -90,7 +93,6 @@ def parse_field_by_field(record: object) -> SentCampaign:
 
 
 _EXACT_CHANNELS = {"SMS": Channel.SMS, "WhatsApp": Channel.WHATSAPP}
-_SENDER_FIELDS = ("phone", "channelName", "sourceName", "senderEID")
 
 
 # The values `well_formed_fields` returns, in this order: the stage's columns (the sender flat).
@@ -145,60 +147,75 @@ def parse_well_formed(record: object) -> SentCampaign | None:
     )
 
 
+_Count = Annotated[int, msgspec.Meta(ge=0, le=MAX_COUNTER)]
+
+
+class _WellFormedSender(msgspec.Struct):
+    phone: str | None = None
+    channelName: str | None = None
+    sourceName: str | None = None
+    senderEID: str | None = None
+
+
+class _WellFormedRecord(msgspec.Struct):
+    """A record of plain types, as msgspec checks it in C: text as str, counters as int in
+    range, the channel spelled as documented. Other fields are ignored, as everywhere."""
+
+    id: Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_ID_LENGTH)]
+    date: str
+    channel: Literal["SMS", "WhatsApp"]
+    campaignName: str | None = None
+    createdBy: str | None = None
+    sender: _WellFormedSender | None = None
+    subject: str | None = None
+    totalRecipients: _Count | None = None
+    delivered: _Count | None = None
+    read: _Count | None = None
+    replied: _Count | None = None
+    pending: _Count | None = None
+    failed: _Count | None = None
+
+
+_NO_SENDER = _WellFormedSender()
+
+
 def well_formed_fields(record: object) -> WellFormedFields | None:
     """`parse_well_formed`'s checks, its values as a flat tuple: the loader stages them as
-    they are, without building a SentCampaign per record (2 µs here against 6 µs)."""
+    they are, without building a SentCampaign per record. The type checks run in C
+    (msgspec.convert, strict: no bool for an int, no float or string for a counter): 1 us a
+    record against 2.7 us for the same checks in Python (bench/)."""
     if type(record) is not dict:
         return None
-    get = record.get
-    campaign_id = get("id")
-    date = get("date")
-    raw_channel = get("channel")
-    channel = _EXACT_CHANNELS.get(raw_channel) if type(raw_channel) is str else None
-    if type(campaign_id) is not str or type(date) is not str or channel is None:
-        return None
-    if not campaign_id or len(campaign_id) > MAX_ID_LENGTH:
+    try:
+        parsed = msgspec.convert(record, _WellFormedRecord)
+    except Exception:  # ValidationError, or whatever an odd value raises: the full path decides
         return None
     try:
-        parsed = datetime.fromisoformat(date.strip())
-        if parsed.tzinfo is None:
+        moment = datetime.fromisoformat(parsed.date.strip())
+        if moment.tzinfo is None:
             return None
-        sent_at = parsed.astimezone(UTC)
+        sent_at = moment.astimezone(UTC)
     except (ValueError, OverflowError):
         return None
-    values: list[object] = [campaign_id, sent_at, channel]
-    append = values.append
-    for name in ("campaignName", "createdBy"):
-        value = get(name)
-        if value is None or type(value) is str:
-            append(value)
-        else:
-            return None
-    raw_sender = get("sender")
-    if raw_sender is None:
-        values += (None, None, None, None)
-    elif type(raw_sender) is dict:
-        sender_get = raw_sender.get
-        for name in _SENDER_FIELDS:
-            value = sender_get(name)
-            if value is None or type(value) is str:
-                append(value)
-            else:
-                return None
-    else:
-        return None
-    subject = get("subject")
-    if subject is None or type(subject) is str:
-        append(subject)
-    else:
-        return None
-    for name in COUNTER_FIELDS:
-        value = get(name)
-        if value is None or (type(value) is int and 0 <= value <= MAX_COUNTER):
-            append(value)
-        else:
-            return None
-    return tuple(values)  # type: ignore[return-value]
+    sender = parsed.sender or _NO_SENDER
+    return (
+        parsed.id,
+        sent_at,
+        _EXACT_CHANNELS[parsed.channel],
+        parsed.campaignName,
+        parsed.createdBy,
+        sender.phone,
+        sender.channelName,
+        sender.sourceName,
+        sender.senderEID,
+        parsed.subject,
+        parsed.totalRecipients,
+        parsed.delivered,
+        parsed.read,
+        parsed.replied,
+        parsed.pending,
+        parsed.failed,
+    )
 
 
 def _parse_id(value: object, reasons: list[str]) -> str | None:

@@ -152,6 +152,13 @@ def test_the_stage_row_of_the_fast_path_is_the_full_paths_row(record: Any, final
         ({"sender": {"phone": 85290001234}}, False),  # a number for a phone
         ({"read": True}, False),  # a boolean is not a counter
         ({"failed": -1}, False),
+        ({"delivered": 48.0}, False),  # a float, even a whole one: examined field by field
+        ({"delivered": 2**31}, False),  # larger than an integer column holds
+        ({"id": ""}, False),
+        ({"id": "x" * 513}, False),
+        ({"date": "2024-05-24T16:15:30"}, False),  # no UTC offset
+        ({"sender": None, "extra": [1, {"a": None}]}, True),  # unknown fields are kept, not checked
+        ({"sender": {"phone": None, "unknown": 1}}, True),
     ],
 )
 def test_which_records_take_the_fast_path(change: dict[str, Any], fast: bool) -> None:
