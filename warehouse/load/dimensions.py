@@ -6,12 +6,15 @@ from datetime import UTC, timedelta
 from typing import Any
 
 from sqlalchemy import (
+    Column,
     ColumnElement,
     Connection,
     Date,
     Integer,
     Interval,
+    MetaData,
     Subquery,
+    Table,
     Text,
     and_,
     cast,
@@ -25,7 +28,7 @@ from sqlalchemy import (
     tuple_,
     union,
 )
-from sqlalchemy.dialects.postgresql import array, insert
+from sqlalchemy.dialects.postgresql import TIMESTAMP, array, insert
 
 from cinnox import Window
 from warehouse.load._sql import analyze_if_grown, insert_missing
@@ -53,33 +56,73 @@ def ensure_app(conn: Connection, app_id: str) -> int:
     return int(key)
 
 
+_temp = MetaData()
+# What the stage holds of each dimension, distinct, from one scan of the stage (GROUPING SETS):
+# six scans of it, one per dimension statement, were 2.5 s of a 1M-record load.
+_staged = Table(
+    "stage_dimensions",
+    _temp,
+    Column("grouping", Integer, nullable=False),  # which set: _STAFF, _TEMPLATES, _DAYS, _SENDERS
+    Column("created_by", Text),
+    Column("subject", Text),
+    Column("sent_date", Date),
+    Column("channel", Text),
+    Column("sender_phone", Text),
+    Column("sender_channel_name", Text),
+    Column("sender_source_name", Text),
+    Column("sender_eid", Text),
+    Column("first_sent", TIMESTAMP(timezone=True)),
+    prefixes=["TEMPORARY"],
+    postgresql_on_commit="DROP",
+)
+# GROUPING(created_by, subject, sent_date, channel) of each set: a bit is 1 where the column
+# is not in the set.
+_STAFF, _TEMPLATES, _DAYS, _SENDERS = 0b0111, 0b1011, 0b1101, 0b1110
+
+
 def merge_dimensions(conn: Connection, app_key: int, window: Window) -> int:
     """Insert the dimension rows the stage needs and the warehouse lacks; version senders."""
-    valid = stage.c.reject_reasons.is_(None)
+    _stage_dimensions(conn)
     inserted = _insert_missing_days(conn, window)
     analyze_if_grown(conn, DimDate, inserted)
 
     # Staff (createdBy) and templates (subject): one name per app. A name is all either has,
     # so there is nothing that could change and no history to keep.
-    for model, name_column, staged in (
-        (DimStaff, "staff_name", stage.c.created_by),
-        (DimTemplate, "subject", stage.c.subject),
+    for model, name_column, staged, grouping in (
+        (DimStaff, "staff_name", _staged.c.created_by, _STAFF),
+        (DimTemplate, "subject", _staged.c.subject, _TEMPLATES),
     ):
         table = table_of(model)
-        names = (
-            select(literal(app_key, Integer), staged)
-            .distinct()
-            .where(
-                valid,
-                staged.is_not(None),
-                not_(exists().where(table.c.app_key == app_key, table.c[name_column] == staged)),
-            )
+        names = select(literal(app_key, Integer), staged).where(
+            _staged.c.grouping == grouping,
+            staged.is_not(None),
+            not_(exists().where(table.c.app_key == app_key, table.c[name_column] == staged)),
         )
         added = insert_missing(conn, table, ["app_key", name_column], names)
         analyze_if_grown(conn, model, added)
         inserted += added
     senders = _merge_sender_versions(conn, app_key)
+    _staged.drop(conn)
     return inserted + senders
+
+
+def _stage_dimensions(conn: Connection) -> None:
+    s = stage.c
+    senders = (s.channel, s.sender_phone, s.sender_channel_name, s.sender_source_name, s.sender_eid)
+    rows = (
+        select(
+            func.grouping(s.created_by, s.subject, s.sent_date, s.channel),
+            s.created_by,
+            s.subject,
+            s.sent_date,
+            *senders,
+            func.min(s.sent_at),
+        )
+        .where(s.reject_reasons.is_(None))
+        .group_by(func.grouping_sets(tuple_(s.created_by), tuple_(s.subject), tuple_(s.sent_date), tuple_(*senders)))
+    )
+    _staged.create(conn)
+    conn.execute(insert(_staged).from_select([c.name for c in _staged.columns], rows))
 
 
 def _insert_missing_days(conn: Connection, window: Window) -> int:
@@ -92,7 +135,7 @@ def _insert_missing_days(conn: Connection, window: Window) -> int:
     ).column_valued("day")
     window_days = select(series.cast(Date).label("day"))
     # A record dated outside its window (CINNOX's clock, or a widened window) still needs its day.
-    staged_days = select(stage.c.sent_date.label("day")).where(stage.c.reject_reasons.is_(None))
+    staged_days = select(_staged.c.sent_date.label("day")).where(_staged.c.grouping == _DAYS)
     days = union(window_days, staged_days).subquery("days")
     d = days.c.day
     calendar = select(
@@ -123,21 +166,14 @@ def _merge_sender_versions(conn: Connection, app_key: int) -> int:
     staged = (
         select(
             dim_channel.c.channel_key,
-            stage.c.sender_phone,
-            stage.c.sender_channel_name,
-            stage.c.sender_source_name,
-            stage.c.sender_eid,
-            func.min(stage.c.sent_at).label("first_sent"),
+            _staged.c.sender_phone,
+            _staged.c.sender_channel_name,
+            _staged.c.sender_source_name,
+            _staged.c.sender_eid,
+            _staged.c.first_sent,
         )
-        .join_from(stage, dim_channel, dim_channel.c.channel == stage.c.channel)
-        .where(stage.c.reject_reasons.is_(None))
-        .group_by(
-            dim_channel.c.channel_key,
-            stage.c.sender_phone,
-            stage.c.sender_channel_name,
-            stage.c.sender_source_name,
-            stage.c.sender_eid,
-        )
+        .join_from(_staged, dim_channel, dim_channel.c.channel == _staged.c.channel)
+        .where(_staged.c.grouping == _SENDERS)
         .subquery("staged_senders")
     )
     same_version = is_sender_version(app_key, staged.c.channel_key, staged)
