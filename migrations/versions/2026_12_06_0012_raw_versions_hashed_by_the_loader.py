@@ -75,23 +75,20 @@ def upgrade() -> None:
         )
     )
     bind.execute(sa.text("DROP TABLE rehashed"))
-    op.alter_column(
-        "sent_campaign_payload",
-        "payload_hash",
-        schema="cinnox_raw",
-        existing_type=sa.LargeBinary(),
-        comment=_NEW_COMMENT,
-        existing_comment=_OLD_COMMENT,
-    )
+    _comment(_NEW_COMMENT, was=_OLD_COMMENT)
 
 
 def downgrade() -> None:
     op.execute("UPDATE cinnox_raw.sent_campaign_payload SET payload_hash = sha256(convert_to(payload::text, 'UTF8'))")
+    _comment(_OLD_COMMENT, was=_NEW_COMMENT)
+
+
+def _comment(comment: str, *, was: str) -> None:
     op.alter_column(
         "sent_campaign_payload",
         "payload_hash",
         schema="cinnox_raw",
         existing_type=sa.LargeBinary(),
-        comment=_OLD_COMMENT,
-        existing_comment=_NEW_COMMENT,
+        comment=comment,
+        existing_comment=was,
     )
