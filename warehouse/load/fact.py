@@ -66,8 +66,8 @@ def merge_fact(conn: Connection, app_key: int, run_id: str | None, settle: Settl
 
     Data-modifying CTEs all see the fact as it was before the statement, which is what the
     regressions (old against new values) and the stale count (rows holding a newer read) need;
-    the history takes its rows from the upsert's RETURNING instead of joining the fact again,
-    and the stage is deduplicated once for all of them (it was sorted four times).
+    the history takes its rows from the upsert's RETURNING instead of joining the fact again.
+    Each campaign's last read is read once, as prepare_stage marked it (four sorts before).
     """
     fact = table_of(FactSentCampaign)
     latest = latest_staged()
@@ -102,6 +102,9 @@ def merge_fact(conn: Connection, app_key: int, run_id: str | None, settle: Settl
         select(func.count()).select_from(history).scalar_subquery(),
         literal(-1, BigInteger),
     )
+    # Three kinds of row, told apart by which key is set: (date_key, -, inserted, written, -)
+    # per send day the upsert wrote; (-, day, distinct, in the accepted read, stale) per
+    # staged send day; and once (-, -, regressions, history rows, -).
     rows = conn.execute(union_all(by_upsert, by_stage, totals)).all()
     upserted_count = 0
     distinct_in_final = 0
