@@ -401,7 +401,11 @@ def _day(moment: datetime) -> datetime:
 
 
 def _copy_step(conn: Connection, app_id: str, step: int, result: RebuildResult, now_loaded: list[bytes]) -> None:
-    """COPY the step's records into the stage in batches of REPLAY_BATCH, through today's rules."""
+    """COPY the step's records into the stage in batches of REPLAY_BATCH, through today's rules.
+
+    One query for the whole step, read through a server-side cursor a batch at a time: memory
+    stays flat, and PostgreSQL joins the replay order with raw once (a query per batch of
+    5,000, each an index lookup per record, was 1.0 s of a 100k rebuild)."""
     raw = table_of(SentCampaignPayload)
     rejects = table_of(SentCampaignReject)
     r = _replay
@@ -430,15 +434,11 @@ def _copy_step(conn: Connection, app_id: str, step: int, result: RebuildResult, 
             rejects,
             and_(r.c.source == _FROM_REJECT, rejects.c.app_id == app_id, rejects.c.payload_hash == r.c.payload_hash),
         )
+        .where(r.c.step == step)
         .order_by(r.c.ord)
-        .limit(REPLAY_BATCH)
     )
-    after = 0
-    while True:
-        batch = conn.execute(query.where(r.c.step == step, r.c.ord > after)).all()
-        if not batch:
-            return
-        after = batch[-1][0]
+    replayed = conn.execute(query.execution_options(stream_results=True, max_row_buffer=REPLAY_BATCH))
+    for batch in replayed.partitions(REPLAY_BATCH):
         with stage_copy(conn) as copy:
             for ord_, source, stored_hash, extracted_at, window_start, window_end, payload, payload_text in batch:
                 stored = payload if payload is not None else payload_text or "null"
