@@ -3,7 +3,6 @@ of the window read (the last version of each id), or with a clear error."""
 
 from __future__ import annotations
 
-import http.server
 import ssl
 import subprocess
 import threading
@@ -25,6 +24,7 @@ from cinnox import (
     is_loopback_url,
 )
 from cinnox.simulator import DEFAULT_APPS, FaultKind, SimulatorServer
+from tests.loopback import LoopbackServer, send_json
 
 APP = "sim-app-1"
 TOKEN = DEFAULT_APPS[APP]
@@ -231,26 +231,12 @@ def tls_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, 
         capture_output=True,
     )
 
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            body = b'{"code":0,"total":0,"data":[]}'
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(cert, key)
-    server.socket = context.wrap_socket(server.socket, server_side=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"https://127.0.0.1:{server.server_address[1]}", cert
-    server.shutdown()
-    server.server_close()
+    with LoopbackServer(
+        lambda handler: send_json(handler, 200, b'{"code":0,"total":0,"data":[]}'), tls=context
+    ) as server:
+        yield server.url, cert
 
 
 def test_tls_certificates_are_verified(tls_server: tuple[str, Path]) -> None:

@@ -5,10 +5,9 @@ cut a read short or mark campaigns missing."""
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
@@ -16,6 +15,7 @@ import pytest
 from sqlalchemy import Engine, func, select
 
 from cinnox import CinnoxClient, CinnoxPaginationDrift, ExtractionStats, Window
+from tests.loopback import LoopbackServer, send_json
 from warehouse.load import LedgerKey
 from warehouse.load.chunks import load_window
 from warehouse.models import FactSentCampaign
@@ -48,28 +48,16 @@ class _Hostile:
 def hostile() -> Iterator[tuple[str, _Hostile]]:
     state = _Hostile([], total=0)
 
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            state.requests += 1
-            params = dict(parse_qsl(urlsplit(self.path).query))
-            offset = 0 if state.ignore_offset else int(params.get("offset", "0"))
-            limit = int(params.get("limit", "100"))
-            body = json.dumps({"code": 0, "total": state.total, "data": state.records[offset : offset + limit]})
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body.encode())
+    def answer(handler: BaseHTTPRequestHandler) -> None:
+        state.requests += 1
+        params = dict(parse_qsl(urlsplit(handler.path).query))
+        offset = 0 if state.ignore_offset else int(params.get("offset", "0"))
+        limit = int(params.get("limit", "100"))
+        body = json.dumps({"code": 0, "total": state.total, "data": state.records[offset : offset + limit]})
+        send_json(handler, 200, body.encode())
 
-        def log_message(self, format: str, *args: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_port}", state
-    server.shutdown()
-    server.server_close()
+    with LoopbackServer(answer) as server:
+        yield server.url, state
 
 
 def test_a_server_that_ignores_offset_is_stopped_within_a_few_requests(hostile: tuple[str, _Hostile]) -> None:

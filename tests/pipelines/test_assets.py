@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -16,9 +15,10 @@ from cinnox.simulator import FaultKind, SimulatorServer
 from pipelines.assets import PAGE_LOGGER, RunLogger, build_sent_campaigns_asset
 from pipelines.checks import build_checks
 from pipelines.definitions import build_definitions
-from pipelines.partitions import range_tags, send_date_partitions
+from pipelines.partitions import send_date_partitions
 from pipelines.resources import CinnoxAppToken, CinnoxResource, build_resources
 from pipelines.settings import PipelineSettings
+from tests.pipelines.conftest import run_asset_range
 from warehouse.db import create_warehouse_engine
 from warehouse.migrate import upgrade_to_head
 from warehouse.models import Base, FactSentCampaign
@@ -56,14 +56,7 @@ def run_range(environment: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> C
     def run(
         first: str, last: str, instance: dg.DagsterInstance | None = None, key: dg.AssetKey = KEY
     ) -> dg.ExecuteInProcessResult:
-        # Built per run from the environment as it is then, like a code location reload.
-        job = build_definitions(os.environ).resolve_implicit_global_asset_job_def()
-        return job.execute_in_process(
-            instance=instance or dg.DagsterInstance.ephemeral(),
-            asset_selection=[key],
-            tags=range_tags(first, last),
-            raise_on_error=False,
-        )
+        return run_asset_range(key, first, last, instance)
 
     return run
 

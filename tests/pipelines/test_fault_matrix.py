@@ -5,7 +5,6 @@ or with the clear failure the fault calls for, after which a clean run gives tha
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -20,8 +19,7 @@ from sqlalchemy import Engine, text
 from sqlalchemy.engine import make_url
 
 from cinnox.simulator import FaultKind, SimulatorServer
-from pipelines.definitions import build_definitions
-from pipelines.partitions import range_tags
+from tests.pipelines.conftest import run_asset_range
 from warehouse.db import create_warehouse_engine
 from warehouse.migrate import upgrade_to_head
 
@@ -160,13 +158,7 @@ def run(
         monkeypatch.setenv(name, value)
 
     def execute() -> dg.ExecuteInProcessResult:
-        job = build_definitions(os.environ).resolve_implicit_global_asset_job_def()
-        return job.execute_in_process(
-            instance=dg.DagsterInstance.ephemeral(),
-            asset_selection=[dg.AssetKey(["cinnox", "sent_campaigns", "sim_app_1"])],
-            tags=range_tags(FIRST, LAST),
-            raise_on_error=False,
-        )
+        return run_asset_range(dg.AssetKey(["cinnox", "sent_campaigns", "sim_app_1"]), FIRST, LAST)
 
     return execute
 

@@ -8,18 +8,16 @@ PostgreSQL, and a real Dagster run where the run's outcome is the point.
 from __future__ import annotations
 
 import base64
-import contextlib
 import json
 import os
 import random
 import subprocess
 import sys
-import threading
 import time
 import zlib
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import dagster as dg
@@ -28,8 +26,9 @@ from sqlalchemy import Engine, func, select, text
 
 from cinnox import CinnoxClient, CinnoxRequestError, CinnoxRetryLater, CinnoxUnavailable, RetryPolicy, Window
 from pipelines.definitions import build_definitions
-from pipelines.partitions import range_tags
 from pipelines.settings import SettingsError
+from tests.loopback import LoopbackServer, send_json
+from tests.pipelines.conftest import run_asset_range
 from warehouse.db import retry_transient
 from warehouse.models import FactSentCampaign, SentCampaignReject, SourceField
 
@@ -38,53 +37,6 @@ TOKEN = "tok-hostile-4b1d"
 DAY = "2026-06-14"
 WINDOW = Window(datetime(2026, 6, 14, tzinfo=UTC), datetime(2026, 6, 15, tzinfo=UTC))
 KEY = dg.AssetKey(["cinnox", "sent_campaigns", "hostile_app"])
-
-Answer = Callable[[BaseHTTPRequestHandler], None]
-
-
-class HostileServer:
-    """Answers every GET with `answer(handler)`; counts the requests."""
-
-    def __init__(self) -> None:
-        self.answer: Answer = lambda handler: _send(handler, 200, _envelope([]))
-        self.requests = 0
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def do_GET(self) -> None:
-                server.requests += 1
-                with contextlib.suppress(BrokenPipeError, ConnectionResetError):  # the client gave up
-                    server.answer(self)
-
-            def log_message(self, format: str, *args: object) -> None:
-                pass
-
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._httpd.daemon_threads = True
-        # A client that gives up mid-answer (as it should) is not an error worth a traceback.
-        self._httpd.handle_error = lambda request, client_address: None  # type: ignore[method-assign]
-        self.url = f"http://127.0.0.1:{self._httpd.server_address[1]}"
-        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
-
-    def __enter__(self) -> HostileServer:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._httpd.shutdown()
-        self._httpd.server_close()
-
-
-def _send(handler: BaseHTTPRequestHandler, status: int, body: bytes, headers: dict[str, str] | None = None) -> None:
-    handler.send_response(status)
-    handler.send_header("Content-Type", "application/json")
-    handler.send_header("Content-Length", str(len(body)))
-    for name, value in (headers or {}).items():
-        handler.send_header(name, value)
-    handler.end_headers()
-    handler.wfile.write(body)
 
 
 def _envelope(records: list[str], total: int | None = None) -> bytes:
@@ -114,14 +66,14 @@ def _noise(length: int) -> str:
 
 
 @pytest.fixture
-def server() -> Iterator[HostileServer]:
-    with HostileServer() as hostile:
+def server() -> Iterator[LoopbackServer]:
+    with LoopbackServer(lambda handler: send_json(handler, 200, _envelope([]))) as hostile:
         yield hostile
 
 
 @pytest.fixture
 def run(
-    server: HostileServer, warehouse: Engine, warehouse_url: str, monkeypatch: pytest.MonkeyPatch
+    server: LoopbackServer, warehouse: Engine, warehouse_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> Callable[..., dg.ExecuteInProcessResult]:
     import pipelines.assets
 
@@ -143,13 +95,7 @@ def run(
     def execute(instance: dg.DagsterInstance | None = None, **extra: str) -> dg.ExecuteInProcessResult:
         for name, value in extra.items():
             monkeypatch.setenv(name, value)
-        job = build_definitions(os.environ).resolve_implicit_global_asset_job_def()
-        return job.execute_in_process(
-            instance=instance or dg.DagsterInstance.ephemeral(),
-            asset_selection=[KEY],
-            tags=range_tags(DAY, DAY),
-            raise_on_error=False,
-        )
+        return run_asset_range(KEY, DAY, DAY, instance)
 
     return execute
 
@@ -169,7 +115,7 @@ def _retried(result: dg.ExecuteInProcessResult) -> bool:
 
 
 def test_credentials_in_the_base_url_are_refused_without_echoing_them(
-    run: Callable[..., dg.ExecuteInProcessResult], server: HostileServer
+    run: Callable[..., dg.ExecuteInProcessResult], server: LoopbackServer
 ) -> None:
     host = server.url.removeprefix("http://")
     result = run(CINNOX_BASE_URL=f"http://operator:hunter2-pass@{host}")
@@ -182,7 +128,7 @@ def test_credentials_in_the_base_url_are_refused_without_echoing_them(
 
 
 def test_a_token_with_a_trailing_newline_is_refused_before_any_request(
-    run: Callable[..., dg.ExecuteInProcessResult], server: HostileServer
+    run: Callable[..., dg.ExecuteInProcessResult], server: LoopbackServer
 ) -> None:
     result = run(CINNOX_TOKEN_HOSTILE_APP=TOKEN + "\r\n")
     assert not result.success
@@ -224,11 +170,11 @@ HOSTILE: list[tuple[str, str]] = [
 
 
 def test_no_single_record_fails_the_window(
-    run: Callable[..., dg.ExecuteInProcessResult], server: HostileServer, warehouse: Engine
+    run: Callable[..., dg.ExecuteInProcessResult], server: LoopbackServer, warehouse: Engine
 ) -> None:
     good = [json.dumps(_good(index)) for index in range(20)]
     page = _envelope(good[:10] + [record for record, _ in HOSTILE] + good[10:])
-    server.answer = lambda handler: _send(handler, 200, page)
+    server.answer = lambda handler: send_json(handler, 200, page)
     result = run(CINNOX_MAX_REJECT_SHARE="1", CINNOX_PAGE_SIZE="100")
     assert result.success, _failure(result)
     assert server.requests == 2  # the probe, then the page read once, not refused and retried
@@ -256,7 +202,7 @@ def test_no_single_record_fails_the_window(
 # --- Nothing hangs, nothing floods ----------------------------------------------------------
 
 
-def test_a_dripping_server_cannot_hold_a_request_past_the_timeout(server: HostileServer) -> None:
+def test_a_dripping_server_cannot_hold_a_request_past_the_timeout(server: LoopbackServer) -> None:
     body = _envelope([json.dumps(_good(1))])
 
     def drip(handler: BaseHTTPRequestHandler) -> None:
@@ -269,15 +215,11 @@ def test_a_dripping_server_cannot_hold_a_request_past_the_timeout(server: Hostil
             time.sleep(0.2)
 
     server.answer = drip
-    with CinnoxClient(server.url, APP, TOKEN, timeout=1.0, retry=RetryPolicy(max_attempts=1)) as client:
-        started = time.monotonic()
-        with pytest.raises(CinnoxUnavailable, match=r"took longer than 1s in all \(CINNOX_TIMEOUT_SECONDS\)"):
-            list(client.sent_campaign_pages(WINDOW))
-        elapsed = time.monotonic() - started
-    assert elapsed < 1.5, elapsed  # the target is 3 x the timeout; the deadline holds it to 1 x
+    # The target is 3 x the timeout; the deadline holds it to 1 x.
+    _read_is_cut_at_the_timeout(server, r"took longer than 1s in all \(CINNOX_TIMEOUT_SECONDS\)")
 
 
-def test_a_server_dripping_its_headers_cannot_hold_a_request_either(server: HostileServer) -> None:
+def test_a_server_dripping_its_headers_cannot_hold_a_request_either(server: LoopbackServer) -> None:
     def drip_headers(handler: BaseHTTPRequestHandler) -> None:
         for byte in b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nX-Slow: " + b"x" * 100:
             handler.wfile.write(bytes([byte]))
@@ -285,9 +227,14 @@ def test_a_server_dripping_its_headers_cannot_hold_a_request_either(server: Host
             time.sleep(0.2)
 
     server.answer = drip_headers
+    _read_is_cut_at_the_timeout(server, r"ReadTimeout: the response took longer than 1s in all")
+
+
+def _read_is_cut_at_the_timeout(server: LoopbackServer, error: str) -> None:
+    """A read with a 1 s timeout and one attempt fails with `error` within 1.5 s."""
     with CinnoxClient(server.url, APP, TOKEN, timeout=1.0, retry=RetryPolicy(max_attempts=1)) as client:
         started = time.monotonic()
-        with pytest.raises(CinnoxUnavailable, match=r"ReadTimeout: the response took longer than 1s in all"):
+        with pytest.raises(CinnoxUnavailable, match=error):
             list(client.sent_campaign_pages(WINDOW))
         elapsed = time.monotonic() - started
     assert elapsed < 1.5, elapsed
@@ -318,10 +265,10 @@ def _gzip_bomb(megabytes: int) -> bytes:
     return head + block * (megabytes - 1) + compressor.flush()
 
 
-def test_a_gzip_bomb_is_cut_off_at_the_size_cap(server: HostileServer) -> None:
+def test_a_gzip_bomb_is_cut_off_at_the_size_cap(server: LoopbackServer) -> None:
     bomb = _gzip_bomb(1600)  # 1.6 GB once inflated
     assert len(bomb) < 2_000_000
-    server.answer = lambda handler: _send(handler, 200, bomb, {"Content-Encoding": "gzip"})
+    server.answer = lambda handler: send_json(handler, 200, bomb, {"Content-Encoding": "gzip"})
     done = subprocess.run(
         [sys.executable, "-c", BOMB_CHILD, server.url],
         capture_output=True,
@@ -339,9 +286,9 @@ def test_a_gzip_bomb_is_cut_off_at_the_size_cap(server: HostileServer) -> None:
 
 
 def test_the_merge_lock_is_waited_for_with_a_timeout_naming_its_holder(
-    run: Callable[..., dg.ExecuteInProcessResult], server: HostileServer, warehouse: Engine
+    run: Callable[..., dg.ExecuteInProcessResult], server: LoopbackServer, warehouse: Engine
 ) -> None:
-    server.answer = lambda handler: _send(handler, 200, _envelope([json.dumps(_good(1))]))
+    server.answer = lambda handler: send_json(handler, 200, _envelope([json.dumps(_good(1))]))
     with warehouse.connect() as holder:
         holder.execute(text("SET application_name = 'someones-psql'"))
         holder.execute(select(func.pg_advisory_xact_lock(func.hashtextextended("cinnox.load:" + APP, 0))))
@@ -359,9 +306,9 @@ def test_the_merge_lock_is_waited_for_with_a_timeout_naming_its_holder(
 
 
 def test_a_retry_after_beyond_the_budget_fails_at_once_saying_when(
-    run: Callable[..., dg.ExecuteInProcessResult], server: HostileServer
+    run: Callable[..., dg.ExecuteInProcessResult], server: LoopbackServer
 ) -> None:
-    server.answer = lambda handler: _send(
+    server.answer = lambda handler: send_json(
         handler, 429, b'{"code": 6451010, "message": "slow down"}', {"Retry-After": "86400"}
     )
     started = time.monotonic()
@@ -427,10 +374,10 @@ def test_checks_ask_again_when_the_database_drops_them(warehouse: Engine) -> Non
 
 
 def test_an_oversize_page_fails_the_run_clearly_without_retries(
-    run: Callable[..., dg.ExecuteInProcessResult], server: HostileServer
+    run: Callable[..., dg.ExecuteInProcessResult], server: LoopbackServer
 ) -> None:
     page = _envelope([json.dumps(_good(i, campaignName=_noise(2000))) for i in range(20)])
-    server.answer = lambda handler: _send(handler, 200, page)
+    server.answer = lambda handler: send_json(handler, 200, page)
     result = run(CINNOX_MAX_RESPONSE_BYTES="10000")
     assert not result.success
     assert "more than 10000 bytes once decompressed (CINNOX_MAX_RESPONSE_BYTES); not retried" in _failure(result)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -18,9 +17,8 @@ from dagster._core.run_coordinator import QueuedRunCoordinator
 from sqlalchemy.engine import make_url
 
 from cinnox.simulator import DEFAULT_APPS, SimulatorServer
-from pipelines.definitions import build_definitions
-from pipelines.partitions import range_tags
 from pipelines.settings import AppSettings
+from tests.pipelines.conftest import run_asset_range
 
 ROOT = Path(__file__).resolve().parents[2]
 PRODUCTION = ROOT / "deploy" / "production" / "dagster.yaml"
@@ -69,10 +67,7 @@ def test_production_instance_keeps_runs_and_events_in_postgres(
             assert not instance.run_retries_retry_on_asset_or_op_failure
             pools = instance.get_concurrency_config().pool_config
             assert (pools.default_pool_limit, pools.pool_granularity) == (2, PoolGranularity.RUN)
-            job = build_definitions(os.environ).resolve_implicit_global_asset_job_def()
-            result = job.execute_in_process(
-                instance=instance, asset_selection=[KEY], tags=range_tags("2026-06-14", "2026-06-14")
-            )
+            result = run_asset_range(KEY, "2026-06-14", "2026-06-14", instance, raise_on_error=True)
             assert result.success
             run_id = result.run_id
     # Read back with plain SQL: the run and its events are rows in the storage database.
