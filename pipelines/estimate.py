@@ -33,7 +33,7 @@ from dataclasses import asdict, dataclass, replace
 from datetime import UTC, date, datetime, timedelta
 
 from cinnox import SENT_CAMPAIGNS_SUMMARY, CinnoxClient, CinnoxError, Window
-from pipelines.settings import AppSettings, PipelineSettings, SettingsError
+from pipelines.settings import AppSettings, PipelineSettings, SettingsError, whole_number
 from warehouse.load.chunks import DEFAULT_CHUNK_RECORDS, format_duration
 from warehouse.load.plan import requests_for
 
@@ -156,13 +156,6 @@ class _Mistake(Exception):
     """An argument or setting is wrong; the message names it."""
 
 
-def _whole(environ: Mapping[str, str], name: str, default: int) -> int:
-    text = environ.get(name, str(default)).strip()
-    if not text.isdigit():
-        raise _Mistake(f"{name}: {text!r} is not a whole number")
-    return int(text)
-
-
 def _day(text: str, name: str, default: date) -> date:
     if not text.strip():
         return default
@@ -220,13 +213,13 @@ def _estimates(stack: ExitStack, args: argparse.Namespace, environ: Mapping[str,
     first_day = _day(args.start, "START (--start)", last_day - timedelta(days=DEFAULT_DAYS - 1))
     if last_day < first_day:
         raise _Mistake(f"END (--end) {last_day} is before START (--start) {first_day}")
-    page_size = _whole(environ, "CINNOX_PAGE_SIZE", DEFAULT_PAGE_SIZE)
-    if page_size < 1:
-        raise _Mistake("CINNOX_PAGE_SIZE must be at least 1")
-    rate = _whole(environ, "CINNOX_REQUESTS_PER_SECOND", DEFAULT_REQUESTS_PER_SECOND) or None
-    chunk_records = _whole(environ, "CINNOX_CHUNK_RECORDS", DEFAULT_CHUNK_RECORDS)
-    if chunk_records < 1:
-        raise _Mistake("CINNOX_CHUNK_RECORDS must be at least 1")
+
+    def setting(name: str, default: int, minimum: int) -> int:
+        return whole_number(name, environ.get(name, str(default)), minimum=minimum)
+
+    page_size = setting("CINNOX_PAGE_SIZE", DEFAULT_PAGE_SIZE, 1)
+    rate = setting("CINNOX_REQUESTS_PER_SECOND", DEFAULT_REQUESTS_PER_SECOND, 0) or None
+    chunk_records = setting("CINNOX_CHUNK_RECORDS", DEFAULT_CHUNK_RECORDS, 1)
     base_url, tokens, known_from = stack.enter_context(_source(environ))
     wanted = [args.app.strip()] if args.app.strip() else list(tokens)
     for app_id in wanted:

@@ -17,6 +17,7 @@ import sys
 from collections.abc import Mapping
 from datetime import timedelta
 
+from pipelines.settings import SettingsError, whole_number
 from warehouse.errors import classify
 from warehouse.load import DEFAULT_MERGE_LOCK_TIMEOUT, MergeLockTimeout, SettlePolicy
 from warehouse.load.rebuild import RebuildError, rebuild
@@ -24,12 +25,8 @@ from warehouse.load.rebuild import RebuildError, rebuild
 
 def _settle_from_env(environ: Mapping[str, str]) -> tuple[SettlePolicy, float]:
     def whole(name: str, default: int) -> int:
-        text = environ.get(name, "").strip()
-        if not text:
-            return default
-        if not text.isdigit():
-            raise RebuildError(f"{name}: {environ[name]!r} is not a whole number >= 0")
-        return int(text)
+        text = environ.get(name, "")
+        return whole_number(name, text, minimum=0) if text.strip() else default
 
     settle = SettlePolicy(
         quiet=timedelta(hours=whole("CINNOX_SETTLE_QUIET_HOURS", 48)),
@@ -63,7 +60,7 @@ def main(argv: list[str] | None = None, environ: Mapping[str, str] = os.environ)
             results = rebuild(engine, apps, settle=settle, lock_timeout=lock_timeout)
         finally:
             engine.dispose()
-    except (RebuildError, MergeLockTimeout) as exc:
+    except (RebuildError, SettingsError, MergeLockTimeout) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except Exception as exc:

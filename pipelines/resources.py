@@ -24,7 +24,7 @@ from cinnox import (
     RetryPolicy,
     Window,
 )
-from pipelines.settings import PipelineSettings, SettingsError
+from pipelines.settings import PipelineSettings, SettingsError, whole_number
 from warehouse.budget import PostgresRateLimiter
 from warehouse.db import create_warehouse_engine
 from warehouse.load import DEFAULT_MERGE_LOCK_TIMEOUT, LedgerKey, LoadResult, SettlePolicy, load_sent_campaigns
@@ -305,9 +305,7 @@ def build_resources(settings: PipelineSettings, environ: Mapping[str, str]) -> d
     whole_numbers = [var for var, whole in TUNABLE_SETTINGS.values() if whole] + list(WAREHOUSE_SETTINGS.values())
     for var in whole_numbers:
         if var in environ:
-            text = environ[var].strip()
-            if not text.isdigit():  # "-1" included: a negative rate would silently mean "no limit"
-                raise SettingsError(f"{var}: {environ[var]!r} is not a whole number >= 0")
+            whole_number(var, environ[var], minimum=0)
     overrides: dict[str, Any] = {
         field: dg.EnvVar.int(var) if whole else dg.EnvVar(var)
         for field, (var, whole) in TUNABLE_SETTINGS.items()

@@ -110,7 +110,15 @@ class PipelineSettings:
 
 
 def _whole(environ: Mapping[str, str], name: str, default: int, unit: str) -> int:
-    text = environ.get(name, str(default)).strip()
-    if not text.isdigit() or int(text) < 1:
-        raise SettingsError(f"{name}: {text!r} is not a whole number of {unit} >= 1")
-    return int(text)
+    return whole_number(name, environ.get(name, str(default)), minimum=1, unit=unit)
+
+
+def whole_number(name: str, text: str, *, minimum: int, unit: str = "") -> int:
+    """The whole-number setting `name` whose value is `text`, at least `minimum`; a
+    SettingsError naming it otherwise ("-1" included: a negative rate would silently mean
+    "no limit")."""
+    value = text.strip()
+    if not value.isdigit() or int(value) < minimum:
+        of = f" of {unit}" if unit else ""
+        raise SettingsError(f"{name}: {text.strip()!r} is not a whole number{of} >= {minimum}")
+    return int(value)
