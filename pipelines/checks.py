@@ -48,6 +48,12 @@ def _result(outcome: CheckOutcome, what: str) -> dg.AssetCheckResult:
     )
 
 
+def run_window(chunks: Sequence[Mapping[str, Any]]) -> tuple[Any, Any]:
+    """The window a run's chunks cover: the first chunk's start to the last one's end (None
+    for no chunk)."""
+    return min((c["window_start"] for c in chunks), default=None), max((c["window_end"] for c in chunks), default=None)
+
+
 def reconcile(chunks: Sequence[Mapping[str, Any]], rows_in_window: int) -> dg.AssetCheckResult:
     """Each chunk's `total` from CINNOX against what its accepted read fetched, and the warehouse
     against every valid record of the run.
@@ -70,8 +76,7 @@ def reconcile(chunks: Sequence[Mapping[str, Any]], rows_in_window: int) -> dg.As
     valid = fetched - rejected
     if rows_in_window < valid:
         problems.append(f"{valid} valid records but only {rows_in_window} rows in the warehouse")
-    start = min((c["window_start"] for c in chunks), default=None)
-    end = max((c["window_end"] for c in chunks), default=None)
+    start, end = run_window(chunks)
     window = f"[{_iso(start)}, {_iso(end)})"
     return dg.AssetCheckResult(
         passed=not problems,
@@ -187,8 +192,7 @@ def build_checks(app: AppSettings, refresh_days: int) -> list[dg.AssetChecksDefi
             return dg.AssetCheckResult(
                 passed=False, severity=dg.AssetCheckSeverity.WARN, description="No chunk loaded yet"
             )
-        start = min(chunk["window_start"] for chunk in chunks)
-        end = max(chunk["window_end"] for chunk in chunks)
+        start, end = run_window(chunks)
         return reconcile(chunks, _retrying(campaigns_in_window, warehouse.engine, app.app_id, start, end))
 
     @dg.asset_check(
