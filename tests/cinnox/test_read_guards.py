@@ -74,7 +74,9 @@ def test_a_total_that_is_too_low_does_not_cut_the_read_short(hostile: tuple[str,
     url, state = hostile
     state.records, state.total = [campaign(n) for n in range(300)], 300
     with CinnoxClient(url, "app", "token") as client:
+        own_clock = client.read_clock
         first = load_window(warehouse, client, WINDOW, LedgerKey("app", "first", WINDOW))
+        assert client.read_clock is own_clock  # the warehouse's clock was the load's only
     assert first.result.inserted == 300
     state.total = 200  # CINNOX now under-counts: the full pages still lead on to every record
     with CinnoxClient(url, "app", "token") as client:

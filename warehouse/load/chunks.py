@@ -105,11 +105,34 @@ def load_window(
     """
     if chunk_records < 1:
         raise ValueError(f"chunk_records must be at least 1, got {chunk_records}")
-    began = time.monotonic()
-    done = WindowLoad(requested=window)
     clock = DatabaseClock(engine)
     clock.sync()
+    # Pages are stamped on the warehouse's clock during this load only; the client keeps its own.
+    client_clock = client.read_clock
     client.read_clock = clock.now
+    try:
+        return _load_window(
+            engine, client, clock, window, ledger, chunk_records, max_reject_share, settle, progress, log, lock_timeout
+        )
+    finally:
+        client.read_clock = client_clock
+
+
+def _load_window(
+    engine: Engine,
+    client: CinnoxClient,
+    clock: DatabaseClock,
+    window: Window,
+    ledger: LedgerKey,
+    chunk_records: int,
+    max_reject_share: float | None,
+    settle: SettlePolicy,
+    progress: Callable[[ChunkProgress], None] | None,
+    log: logging.Logger | None,
+    lock_timeout: float,
+) -> WindowLoad:
+    began = time.monotonic()
+    done = WindowLoad(requested=window)
     probe_started = clock.now()
     probe = client.probe(window, done.stats)
     # The live edge on CINNOX's own clock, which dates the campaigns; the warehouse's when
