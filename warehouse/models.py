@@ -27,7 +27,7 @@ from sqlalchemy import (
     func,
     text,
 )
-from sqlalchemy.dialects.postgresql import ARRAY, JSONB, TIMESTAMP
+from sqlalchemy.dialects.postgresql import ARRAY, JSON, JSONB, TIMESTAMP
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 RAW_SCHEMA = "cinnox_raw"
@@ -84,7 +84,11 @@ class SentCampaignPayload(Base):
         primary_key=True,
         comment="SHA-256 of the payload's JSON with keys sorted (orjson); identifies a version.",
     )
-    payload: Mapped[Any] = mapped_column(JSONB, comment="The record exactly as returned, unknown fields included.")
+    payload: Mapped[Any] = mapped_column(
+        JSON,
+        comment="The record as returned, unknown fields included: "
+        "its JSON with keys sorted, the text payload_hash hashes.",
+    )
     extracted_at: Mapped[datetime] = mapped_column(
         Timestamp, comment="When this version was first fetched from CINNOX (UTC)."
     )

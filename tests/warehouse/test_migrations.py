@@ -304,6 +304,7 @@ def test_stored_versions_hashed_again_by_revision_0012_match_the_loaders(
 ) -> None:
     # Versions written under revision 0011's hash (SHA-256 of the jsonb text, in SQL), then
     # hashed again by 0012 from the stored JSON: a re-load of the same records finds every one.
+    # 0013 rewrites them as json holding the very text the hash is SHA-256 of.
     engine = create_warehouse_engine(create_database())
     upgrade_to_head(engine)
     window = Window(datetime(2025, 3, 1, tzinfo=UTC), datetime(2025, 3, 2, tzinfo=UTC))
@@ -330,8 +331,13 @@ def test_stored_versions_hashed_again_by_revision_0012_match_the_loaders(
     page = Page("sim-app-1", window, 0, records, len(records), fetched, 1)
     assert load_sent_campaigns(engine, "sim-app-1", window, [page]).inserted == len(records)
     stored = "SELECT campaign_id, payload_hash FROM cinnox_raw.sent_campaign_payload ORDER BY 1"
+    text_hashed = (
+        "SELECT campaign_id, sha256(convert_to(payload::text, 'UTF8')) = payload_hash"
+        " FROM cinnox_raw.sent_campaign_payload ORDER BY 1"
+    )
     with engine.connect() as conn:
         hashes = conn.execute(text(stored)).all()
+        assert conn.execute(text(text_hashed)).all() == [(f"c{i}", True) for i in range(len(records))]
     with engine.begin() as conn:
         config = alembic_config()
         config.attributes["connection"] = conn
@@ -340,6 +346,7 @@ def test_stored_versions_hashed_again_by_revision_0012_match_the_loaders(
     upgrade_to_head(engine)
     with engine.connect() as conn:
         assert conn.execute(text(stored)).all() == hashes
+        assert conn.execute(text(text_hashed)).all() == [(f"c{i}", True) for i in range(len(records))]
     again = load_sent_campaigns(engine, "sim-app-1", window, [page])
     assert (again.unchanged, again.raw_versions_inserted) == (len(records), 0)
     engine.dispose()

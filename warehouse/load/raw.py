@@ -10,7 +10,7 @@ from sqlalchemy import (
     not_,
     select,
 )
-from sqlalchemy.dialects.postgresql import TIMESTAMP, distinct_on, insert
+from sqlalchemy.dialects.postgresql import JSON, JSONB, TIMESTAMP, distinct_on, insert
 
 from cinnox import Window
 from warehouse.load._sql import insert_missing
@@ -29,7 +29,14 @@ def insert_raw_versions(conn: Connection, app_id: str, run_id: str | None, *, re
     more than once (prepare_stage says), so the same version may be too: keep its first read."""
     raw = table_of(SentCampaignPayload)
     hashed = (
-        select(stage.c.campaign_id, stage.c.payload_hash, stage.c.payload, stage.c.extracted_at, stage.c.seq)
+        select(
+            stage.c.campaign_id,
+            stage.c.payload_hash,
+            # json, not jsonb: the text stored is the text hashed (warehouse.normalize.version_json)
+            stage.c.payload.cast(JSON).label("payload"),
+            stage.c.extracted_at,
+            stage.c.seq,
+        )
         .where(stage.c.reject_reasons.is_(None))
         .subquery("hashed")
     )
@@ -75,7 +82,7 @@ def insert_rejects(conn: Connection, app_id: str, window: Window, run_id: str | 
             literal(app_id, Text),
             stage.c.campaign_id,
             stage.c.reject_reasons,
-            stage.c.payload,
+            stage.c.payload.cast(JSONB),
             stage.c.payload_text,
             stage.c.payload_hash,
             literal(window.start, TIMESTAMP(timezone=True)),

@@ -417,7 +417,7 @@ def _copy_step(conn: Connection, app_id: str, step: int, result: RebuildResult, 
             r.c.extracted_at,
             r.c.window_start,
             r.c.window_end,
-            func.coalesce(raw.c.payload, rejects.c.payload).cast(Text),
+            func.coalesce(raw.c.payload.cast(Text), rejects.c.payload.cast(Text)),
             rejects.c.payload_text,
         )
         .select_from(r)

@@ -6,10 +6,8 @@ from collections import Counter
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from datetime import date, datetime
-from typing import Any
 
 from psycopg import Copy, sql
-from psycopg.types.json import set_json_dumps
 from sqlalchemy import (
     BigInteger,
     Boolean,
@@ -27,7 +25,7 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.dialects import postgresql
-from sqlalchemy.dialects.postgresql import ARRAY, JSONB, TIMESTAMP
+from sqlalchemy.dialects.postgresql import ARRAY, TIMESTAMP
 
 from cinnox import Page, Window, parse_send_time
 from warehouse.load.result import LoadResult
@@ -51,7 +49,9 @@ stage = Table(
     Column("in_final_read", Boolean, nullable=False),
     Column("campaign_id", Text),
     Column("extracted_at", TIMESTAMP(timezone=True), nullable=False),
-    Column("payload", JSONB),
+    # The record's JSON as text, not jsonb: parsing 1M payloads into jsonb was a third of the
+    # server's time in a no-op re-load, where no version is written (docs/benchmarks.md).
+    Column("payload", Text),
     Column("payload_text", Text),
     Column("reject_reasons", ARRAY(Text)),  # NULL for a valid record
     # What the record is kept under: its version's hash in cinnox_raw if valid, else its
@@ -88,7 +88,7 @@ _COPY_TYPES = [
     str(c.type.compile(dialect=postgresql.dialect())).lower().replace("timestamp with time zone", "timestamptz")  # type: ignore[no-untyped-call]
     for c in _COPIED_COLUMNS
 ]
-# Not the payload columns: sampling jsonb was most of ANALYZE's second per 100k rows, and no
+# Not the payload columns: sampling them was most of ANALYZE's second per 100k rows, and no
 # plan filters or joins on it.
 _ANALYZED_COLUMNS = ", ".join(c.name for c in stage.columns if c.name not in ("payload", "payload_text"))
 # The merges sort and hash the stage several times; at the default 4 MB those sorts spilled
@@ -204,21 +204,12 @@ def stage_copy(conn: Connection) -> Iterator[Copy]:
     """A binary COPY into the stage, rows in `campaign_row`'s column order.
 
     Binary, with the column types given: psycopg's C dumpers write a row in a third of the
-    time of the text format's (3 µs against 8 µs for these 24 columns). The payload arrives
-    as JSON text already, so it is sent as it is, not serialised again."""
+    time of the text format's (3 µs against 8 µs for these 24 columns)."""
     driver = conn.connection.driver_connection
     assert driver is not None
-    with driver.cursor() as cursor:
-        set_json_dumps(_json_text, context=cursor)
-        with cursor.copy(_COPY_STATEMENT) as copy:
-            copy.set_types(_COPY_TYPES)
-            yield copy
-
-
-def _json_text(value: Any) -> str:
-    if not isinstance(value, str):
-        raise TypeError(f"the stage's payload is JSON text, not {type(value).__name__}")
-    return value
+    with driver.cursor() as cursor, cursor.copy(_COPY_STATEMENT) as copy:
+        copy.set_types(_COPY_TYPES)
+        yield copy
 
 
 def _sent_day(record: object, window: Window) -> date | None:
