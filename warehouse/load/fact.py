@@ -66,10 +66,10 @@ def merge_fact(conn: Connection, app_key: int, run_id: str | None, settle: Settl
 
     Data-modifying CTEs all see the fact as it was before the statement, which is what the
     regressions (old against new values) and the stale count (rows holding a newer read) need;
-    the history takes its rows from the upsert's RETURNING instead of joining the fact again.
+    both come from the upsert's candidates, and the history from its RETURNING, so the fact
+    is joined with the stage once.
     Each campaign's last read is read once, as prepare_stage marked it (four sorts before).
     """
-    fact = table_of(FactSentCampaign)
     latest = latest_staged()
     candidates, upserted = fact_upsert(app_key, run_id, settle, latest)
     regressed = regressions_insert(app_key, run_id, candidates).returning(literal(1)).cte("regressed")
@@ -81,19 +81,19 @@ def merge_fact(conn: Connection, app_key: int, run_id: str | None, settle: Settl
         func.count().label("b"),
         literal(0, BigInteger).label("c"),
     ).group_by(upserted.c.sent_date_key)
-    # Distinct staged campaigns per day, those of the accepted read, and those the warehouse
-    # holds from a newer read than this load's (the upsert leaves them as they are).
-    by_stage = (
-        select(
-            null().label("sent_date_key"),
-            latest.c.sent_date,
-            func.count(),
-            func.count().filter(latest.c.in_final_read),
-            func.count().filter(latest.c.extracted_at < fact.c.values_observed_at),
-        )
-        .select_from(latest)
-        .outerjoin(fact, and_(fact.c.app_key == app_key, fact.c.campaign_id == latest.c.campaign_id))
-        .group_by(latest.c.sent_date)
+    # Distinct staged campaigns per day and those of the accepted read; then those the
+    # warehouse holds from a newer read than this load's (the upsert leaves them as they are).
+    by_stage = select(
+        null().label("sent_date_key"),
+        latest.c.sent_date,
+        func.count(),
+        func.count().filter(latest.c.in_final_read),
+        literal(0, BigInteger),
+    ).group_by(latest.c.sent_date)
+    by_stale = (
+        select(null(), candidates.c.sent_date, literal(0, BigInteger), literal(0, BigInteger), func.count())
+        .where(candidates.c.stale)
+        .group_by(candidates.c.sent_date)
     )
     totals = select(
         null(),
@@ -104,11 +104,12 @@ def merge_fact(conn: Connection, app_key: int, run_id: str | None, settle: Settl
     )
     # Three kinds of row, told apart by which key is set: (date_key, -, inserted, written, -)
     # per send day the upsert wrote; (-, day, distinct, in the accepted read, stale) per
-    # staged send day; and once (-, -, regressions, history rows, -).
-    rows = conn.execute(union_all(by_upsert, by_stage, totals)).all()
+    # staged send day, stale counts in rows of their own; and once (-, -, regressions,
+    # history rows, -).
+    rows = conn.execute(union_all(by_upsert, by_stage, by_stale, totals)).all()
     upserted_count = 0
     distinct_in_final = 0
-    staged_days: list[tuple[date, int, int]] = []
+    staged_days: dict[date, list[int]] = {}
     for date_key, day, a, b, c in rows:
         if date_key is not None:
             figures = result.day(_day_of_key(int(date_key)))
@@ -117,13 +118,15 @@ def merge_fact(conn: Connection, app_key: int, run_id: str | None, settle: Settl
             result.inserted += int(a)
             upserted_count += int(b)
         elif day is not None:
-            staged_days.append((day, int(a), int(c)))
+            counts = staged_days.setdefault(day, [0, 0])
+            counts[0] += int(a)
+            counts[1] += int(c)
             distinct_in_final += int(b)
         else:
             result.counter_regressions = int(a)
             result.snapshots_inserted = int(b)
     result.updated = upserted_count - result.inserted
-    for day, distinct, stale in staged_days:
+    for day, (distinct, stale) in staged_days.items():
         figures = result.day(day)
         figures.stale += stale
         figures.unchanged += distinct - stale - figures.inserted - figures.updated
@@ -150,8 +153,9 @@ def latest_staged() -> Subquery:
 def fact_upsert(app_key: int, run_id: str | None, settle: SettlePolicy, latest: Any) -> tuple[Any, Subquery]:
     """The fact merge: staged campaigns resolved to dimension keys, inserted or updated only
     where a value differs (counters, descriptive values, or having settled). Returns the
-    candidates (new or changed campaigns, with the row's key and monotonic counters as they
-    were: `current_key`, `previous_<counter>`) and the rows written, as RETURNING gives them,
+    candidates (new or changed campaigns, and those whose row holds a newer read, `stale`, left
+    alone; with the row's key and monotonic counters as they were: `current_key`,
+    `previous_<counter>`) and the rows written, as RETURNING gives them,
     with `inserted` telling inserts from updates."""
     fact = table_of(FactSentCampaign)
     dim_channel = table_of(DimChannel)
@@ -166,6 +170,7 @@ def fact_upsert(app_key: int, run_id: str | None, settle: SettlePolicy, latest: 
             latest.c.campaign_id,
             latest.c.extracted_at.label("observed_at"),
             latest.c.sent_at,
+            latest.c.sent_date,
             dim_date.c.date_key.label("sent_date_key"),
             dim_channel.c.channel_key,
             dim_sender.c.sender_key,
@@ -203,6 +208,8 @@ def fact_upsert(app_key: int, run_id: str | None, settle: SettlePolicy, latest: 
         ),
     )
     observed_at = incoming.c.observed_at
+    # The row holds a newer read than this load's (another load's): left as it is, counted.
+    stale = and_(not_(is_new), observed_at < current.c.values_observed_at)
     # When the counters last changed: this observation if they differ, else as stored.
     changed_at = case((counters_changed, observed_at), else_=current.c.counters_changed_at)
     complete = counters_complete(incoming)
@@ -241,6 +248,7 @@ def fact_upsert(app_key: int, run_id: str | None, settle: SettlePolicy, latest: 
         .where(
             or_(
                 is_new,
+                stale,
                 and_(
                     # Not a read older than the one the row holds: another load's newer read wins.
                     observed_at >= current.c.values_observed_at,
@@ -251,6 +259,8 @@ def fact_upsert(app_key: int, run_id: str | None, settle: SettlePolicy, latest: 
         )
     )
     candidates = changed_or_new.add_columns(
+        incoming.c.sent_date,
+        func.coalesce(stale, False).label("stale"),
         current.c.sent_campaign_key.label("current_key"),
         *(current.c[name].label(f"previous_{name}") for name in MONOTONIC_COUNTERS),
     ).cte("candidates")
@@ -283,7 +293,7 @@ def fact_upsert(app_key: int, run_id: str | None, settle: SettlePolicy, latest: 
                 "last_dagster_run_id": candidates.c.last_dagster_run_id,
             }
         )
-        .where(fact.c.sent_campaign_key == candidates.c.current_key)
+        .where(fact.c.sent_campaign_key == candidates.c.current_key, not_(candidates.c.stale))
         .returning(literal(False).label("inserted"), *returned)
         .cte("updated")
     )
@@ -342,8 +352,8 @@ def regressions_insert(app_key: int, run_id: str | None, candidates: Any) -> Ins
     """Keep the old value of every monotonic counter CINNOX now reports smaller.
 
     From the fact merge's candidates, which hold each changed campaign's counters as the row
-    had them: a drop is a change, and a read older than the row's is no candidate (the row is
-    newer, and stays). A second join of the stage with the fact cost 1.4 s at 1M campaigns."""
+    had them: a drop is a change, and a read older than the row's (`stale`) is left out (the row
+    is newer, and stays). A second join of the stage with the fact cost 1.4 s at 1M campaigns."""
     regressions = table_of(CounterRegression)
     # Unpivoted only for the rare campaigns with a drop: unnest() of equal-length arrays
     # yields them in step.
@@ -358,6 +368,7 @@ def regressions_insert(app_key: int, run_id: str | None, candidates: Any) -> Ins
         )
         .where(
             candidates.c.current_key.is_not(None),
+            not_(candidates.c.stale),
             or_(*(candidates.c[name] < candidates.c[f"previous_{name}"] for name in MONOTONIC_COUNTERS)),
         )
         .subquery("dropped")
