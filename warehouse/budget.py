@@ -7,9 +7,9 @@ RETURNING`: PostgreSQL's row lock serialises the callers, so every caller anywhe
 own slot, in order, and sleeps until it comes. Time comes from the database clock, so
 processes on different machines agree.
 
-A limiter takes the slots of half a second at a time (a lease): one round trip per lease
-rather than per request. The lease's slots are this process's alone, used one by one at the
-rate, and given up when the lease's half second has passed.
+A limiter takes half a second of slots at a time (a lease): one round trip per lease rather
+than per request. The lease's slots are this limiter's alone, used one by one at the rate; those
+it falls behind on are given up, never caught up on in a burst.
 """
 
 from __future__ import annotations
