@@ -3,19 +3,33 @@
     python -m bench.backfill --phase extract   # pages only: wall time against requests / rate
     python -m bench.backfill --phase bare      # extraction + load, no Dagster
     python -m bench.backfill --phase dagster   # the same through Dagster, one run per app
+    python -m bench.backfill --phase dagster --instance sqlite    # on `make run`'s kind of instance
+    python -m bench.backfill --phase dagster --instance postgres  # on production's kind
 
 Each phase starts its own simulator (per-request latency, per-app rate limit) and, for the
 loads, its own fresh database; `python -m bench` runs each in a subprocess of its own so the
 peak RSS it reports belongs to that phase alone. The client's budget is set to the limit.
+
+The Dagster phase keeps its runs in an in-memory instance by default (`python -m bench` uses
+that). `--instance sqlite` stores them in a fresh folder as `./dagster.yaml` does for `make run`
+and `make dev`; `--instance postgres` in a fresh database `<BENCH_DATABASE>_dagster` on the
+benchmark's server, as `deploy/production/dagster.yaml` does on its own. Their tables are
+created before the timed part; opening the instance is in it, as the in-memory one's creation.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime, timedelta
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import make_url
 
 from bench.common import emit, fresh_database, peak_rss_mb
 from cinnox import CinnoxClient, ExtractionStats, RateLimiter, Window
@@ -25,7 +39,11 @@ from warehouse.load import LedgerKey
 from warehouse.load.chunks import load_window
 from warehouse.migrate import upgrade_to_head
 
+if TYPE_CHECKING:
+    import dagster as dg
+
 DAYS = 365
+INSTANCES = ("ephemeral", "sqlite", "postgres")
 
 
 def backfill_window(now: datetime) -> Window:
@@ -92,7 +110,33 @@ def bare(latency: float, rate: float) -> dict[str, Any]:
     }
 
 
-def dagster(latency: float, rate: float) -> dict[str, Any]:
+@contextmanager
+def instance_home(kind: str) -> Iterator[str | None]:
+    """For `kind` (one of INSTANCES): None for the in-memory instance, else a fresh DAGSTER_HOME
+    whose storage is already created, as a deployment's is before its runs."""
+    if kind == "ephemeral":
+        yield None
+        return
+    with tempfile.TemporaryDirectory() as home:
+        if kind == "sqlite":
+            storage = f"storage:\n  sqlite:\n    base_dir: {Path(home) / 'storage'}\n"
+        else:  # dagster-postgres wants psycopg2 (see deploy/production/dagster.yaml)
+            url = fresh_database(os.environ.get("BENCH_DATABASE", "cinnox_bench") + "_dagster")
+            pg = make_url(url).set(drivername="postgresql+psycopg2").render_as_string(False)
+            storage = f"storage:\n  postgres:\n    postgres_url: {pg}\n"
+        (Path(home) / "dagster.yaml").write_text(storage + "telemetry:\n  enabled: false\n")
+        open_instance(home).dispose()  # creates the storage's tables
+        yield home
+
+
+def open_instance(home: str | None) -> dg.DagsterInstance:
+    import dagster as dg
+    from dagster._core.instance.ref import InstanceRef
+
+    return dg.DagsterInstance.ephemeral() if home is None else dg.DagsterInstance.from_ref(InstanceRef.from_dir(home))
+
+
+def dagster(latency: float, rate: float, instance_kind: str = "ephemeral") -> dict[str, Any]:
     url = fresh_database(os.environ.get("BENCH_DATABASE", "cinnox_bench"))
     upgrade_to_head(create_warehouse_engine(url))
     with _simulator(latency, rate) as sim:
@@ -107,9 +151,9 @@ def dagster(latency: float, rate: float) -> dict[str, Any]:
                 "CINNOX_REQUESTS_PER_SECOND": str(int(rate)),
             }
         )
-        import dagster as dg  # after the environment is set: the code location reads it
         from dagster_shared.serdes import serialize_value
 
+        # After the environment is set: the code location reads it.
         from pipelines.assets import sent_campaigns_key
         from pipelines.definitions import build_definitions
         from pipelines.partitions import range_tags
@@ -124,22 +168,24 @@ def dagster(latency: float, rate: float) -> dict[str, Any]:
         runs = 0
         records = 0
         sizes: list[int] = []  # serialized metadata of each materialization event
-        started = time.perf_counter()
-        with dg.DagsterInstance.ephemeral() as instance:
-            for app in settings.apps:
-                key = sent_campaigns_key(app)
-                result = job.execute_in_process(
-                    instance=instance, asset_selection=[key], tags=range_tags(first, last), raise_on_error=True
-                )
-                runs += 1
-                events = [e for e in result.get_asset_materialization_events() if e.asset_key == key]
-                metadata = max(events, key=lambda e: str(e.partition)).materialization.metadata
-                records += int(metadata["run_inserted"].value)  # type: ignore[arg-type]
-                sizes.extend(len(serialize_value(dict(e.materialization.metadata))) for e in events)  # type: ignore[arg-type]
-        seconds = time.perf_counter() - started
+        with instance_home(instance_kind) as home:
+            started = time.perf_counter()
+            with open_instance(home) as instance:
+                for app in settings.apps:
+                    key = sent_campaigns_key(app)
+                    result = job.execute_in_process(
+                        instance=instance, asset_selection=[key], tags=range_tags(first, last), raise_on_error=True
+                    )
+                    runs += 1
+                    events = [e for e in result.get_asset_materialization_events() if e.asset_key == key]
+                    metadata = max(events, key=lambda e: str(e.partition)).materialization.metadata
+                    records += int(metadata["run_inserted"].value)  # type: ignore[arg-type]
+                    sizes.extend(len(serialize_value(dict(e.materialization.metadata))) for e in events)  # type: ignore[arg-type]
+            seconds = time.perf_counter() - started
         throttled = _throttled(sim)
     return {
         "seconds": seconds,
+        "instance": instance_kind,
         "runs": runs,
         "apps": len(settings.apps),
         "records": records,
@@ -155,9 +201,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--phase", choices=["extract", "bare", "dagster"], required=True)
     parser.add_argument("--latency", type=float, default=0.05, help="simulator seconds per request")
     parser.add_argument("--rate", type=float, default=20.0, help="requests/s per app: the limit and the budget")
+    parser.add_argument("--instance", choices=INSTANCES, default="ephemeral", help="the Dagster phase's instance")
     args = parser.parse_args(argv)
-    phase = {"extract": extract, "bare": bare, "dagster": dagster}[args.phase]
-    emit({"phase": args.phase, "latency": args.latency, "rate": args.rate, **phase(args.latency, args.rate)})
+    if args.phase == "dagster":
+        figures = dagster(args.latency, args.rate, args.instance)
+    else:
+        figures = {"extract": extract, "bare": bare}[args.phase](args.latency, args.rate)
+    emit({"phase": args.phase, "latency": args.latency, "rate": args.rate, **figures})
     return 0
 
 

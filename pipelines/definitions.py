@@ -32,4 +32,11 @@ def build_definitions(environ: Mapping[str, str] = os.environ) -> dg.Definitions
     )
 
 
+# Let a run store the materializations of a partition range in one batch, not a commit or two
+# per partition: on production's PostgreSQL storage that is most of a backfill's bookkeeping.
+# Dagster reads the variable in the process that runs the step (a run worker, or `make run`);
+# the sqlite and in-memory storages store a batch event by event, as without it. Set it to 0 to
+# turn batching off.
+os.environ.setdefault("DAGSTER_EVENT_BATCH_SIZE", "1000")
+
 defs = build_definitions()

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import dagster as dg
@@ -14,9 +15,11 @@ import yaml
 from dagster._config import process_config, validate_config
 from dagster._core.instance.config import PoolGranularity, dagster_instance_config
 from dagster._core.run_coordinator import QueuedRunCoordinator
+from dagster._core.storage.partition_status_cache import get_and_update_asset_status_cache_value
 from sqlalchemy.engine import make_url
 
 from cinnox.simulator import DEFAULT_APPS, SimulatorServer
+from pipelines.partitions import send_date_partitions
 from pipelines.settings import AppSettings
 from tests.pipelines.conftest import run_asset_range
 
@@ -166,3 +169,56 @@ def test_helm_values_carry_the_tested_instance_settings() -> None:
     assert k8s["runK8sConfig"]["containerConfig"] == launcher["run_k8s_config"]["container_config"]
     assert values["postgresql"]["postgresqlScheme"] == "postgresql+psycopg2"
     assert values["telemetry"] == instance["telemetry"]
+
+
+def test_a_range_run_on_the_production_instance_stores_each_day_and_marks_failed_days(
+    production_home: tuple[Path, str],
+    warehouse_url: str,
+    warehouse: object,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The code location has runs store a range's materializations in one batch
+    # (DAGSTER_EVENT_BATCH_SIZE): each day still gets its own event and figures, and a failed
+    # run's days still show as failed (those come from the planned events, one per day).
+    assert int(os.environ["DAGSTER_EVENT_BATCH_SIZE"]) > 1
+    home, storage_url = production_home
+    partitions = send_date_partitions(date(2025, 1, 1))
+    with SimulatorServer(now=datetime(2026, 6, 15, tzinfo=UTC)) as sim:
+        for name, value in {
+            "DATABASE_URL": warehouse_url,
+            "CINNOX_BASE_URL": sim.url,
+            **{AppSettings(app).token_env_var: token for app, token in DEFAULT_APPS.items()},
+        }.items():
+            monkeypatch.setenv(name, value)
+        with dg.DagsterInstance.from_config(str(home)) as instance:
+            loaded = run_asset_range(KEY, "2026-06-10", "2026-06-14", instance, raise_on_error=True)
+            monkeypatch.setenv(AppSettings("sim-app-1").token_env_var, "not-the-token")
+            failed = run_asset_range(KEY, "2026-06-01", "2026-06-03", instance)
+            assert not failed.success
+            status = get_and_update_asset_status_cache_value(instance, KEY, partitions)
+            assert status is not None
+            materialized = status.deserialize_materialized_partition_subsets(partitions)
+            failed_days = status.deserialize_failed_partition_subsets(partitions)
+        figures = {
+            event.partition: event.materialization.metadata["records"].value
+            for event in loaded.get_asset_materialization_events()
+        }
+        expected = {
+            day: len(sim.universe.campaigns("sim-app-1", *_day(day), datetime(2026, 6, 15, tzinfo=UTC)))
+            for day in figures
+        }
+    assert set(materialized.get_partition_keys()) == {f"2026-06-{day}" for day in range(10, 15)}
+    assert set(failed_days.get_partition_keys()) == {"2026-06-01", "2026-06-02", "2026-06-03"}
+    assert figures == expected
+    assert len(set(figures.values())) > 1  # each day its own figure, not the run's
+    with psycopg.connect(storage_url) as conn:
+        stored = conn.execute(
+            "SELECT partition FROM event_logs WHERE run_id = %s AND dagster_event_type = 'ASSET_MATERIALIZATION'",
+            [loaded.run_id],
+        ).fetchall()
+    assert sorted(row[0] for row in stored) == [f"2026-06-{day}" for day in range(10, 15)]
+
+
+def _day(day: str) -> tuple[datetime, datetime]:
+    start = datetime.fromisoformat(day).replace(tzinfo=UTC)
+    return start, start + timedelta(days=1)

@@ -15,12 +15,15 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
+from itertools import pairwise
 from pathlib import Path
 
 import dagster as dg
+import pytest
 from dagster._core.instance.ref import InstanceRef
 from sqlalchemy import Engine, func, select
 
+import warehouse.budget as warehouse_budget
 from cinnox.simulator import RequestRecord, SimulatorServer
 from pipelines.resources import CinnoxAppToken, CinnoxResource
 from tests.conftest import SIM_NOW
@@ -70,6 +73,110 @@ def test_the_limiter_sleeps_what_the_budget_says(warehouse: Engine) -> None:
     assert slept == [second]
     assert limiter.waited == second
     assert PostgresRateLimiter(warehouse, "app-d", None).acquire() == 0.0  # no limit, no round trip
+
+
+class FakeClock:
+    """This process's clock for a limiter: it moves only when the limiter sleeps or a test says."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def test_a_lease_reserves_consecutive_slots_in_one_round_trip(warehouse: Engine) -> None:
+    clock = FakeClock()
+    limiter = PostgresRateLimiter(warehouse, "app-f", SLOW, lease=3, clock=clock, sleep=clock.sleep)
+    waits = [limiter.acquire() for _ in range(4)]
+    # Three slots 100 s apart from one round trip. The fourth request takes a new lease; the
+    # budget's clock has not moved 200 s as this one did, so to it the new lease's first slot,
+    # after the first lease's three, is 300 s away.
+    assert waits[:3] == [0.0, 100.0, 100.0]
+    assert 299 < waits[3] <= 300
+    assert limiter.leases == 2
+    with warehouse.connect() as conn:
+        tokens = conn.scalar(select(ApiRequestBudget.tokens).where(ApiRequestBudget.app_id == "app-f"))
+    assert tokens is not None
+    assert -5 < tokens < -4.9  # six taken from a bucket of 1
+
+
+def test_leases_of_concurrent_limiters_never_share_a_slot(warehouse: Engine) -> None:
+    # Two processes' limiters on one app: each lease is a stretch of the budget's slots of its
+    # own, in the order the leases were taken.
+    first, second = (PostgresRateLimiter(warehouse, "app-g", SLOW, lease=2, sleep=lambda _: None) for _ in range(2))
+    waits = [first.acquire(), second.acquire(), first.acquire(), first.acquire(), second.acquire()]
+    # first: slots 0 and 100 s; second: 200 and 300 s; first's new lease: 400 s.
+    assert [round(wait / 100) for wait in waits] == [0, 2, 1, 4, 3]
+    assert [first.leases, second.leases] == [2, 1]
+
+
+class FakeBudget:
+    """`take_tokens` over the same arithmetic as the budget's statement, on a FakeClock: so a
+    test can make a limiter fall behind by any amount, and read every slot exactly."""
+
+    def __init__(self, clock: FakeClock) -> None:
+        self.clock = clock
+        self.tokens = 1.0
+        self.stamp = 0.0
+
+    def take_tokens(self, engine: object, app_id: str, rate: float, count: int, burst: float = 1.0) -> float:
+        self.tokens = min(burst, self.tokens + (self.clock.now - self.stamp) * rate) - count
+        self.stamp = self.clock.now
+        return max(0.0, -(self.tokens + count - 1) / rate)
+
+
+def test_limiters_that_fall_behind_never_send_two_requests_closer_than_the_rate(
+    warehouse: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Two processes of one app at 10 requests/s, leases of 5, each busy for a while between
+    # some requests (a slow page, a merge): whatever the delays, no two requests of the app
+    # are closer than 0.1 s, and a limiter that fell behind gives up the rest of its lease.
+    clock = FakeClock()
+    budget = FakeBudget(clock)
+    monkeypatch.setattr(warehouse_budget, "take_tokens", budget.take_tokens)
+    rate, interval = 10.0, 0.1
+    # Each process sleeps on its own: a sleep moves its next request, not the shared clock.
+    limiters = [PostgresRateLimiter(warehouse, "app-h", rate, lease=5, clock=clock, sleep=lambda _: None) for _ in "ab"]
+    sent: list[float] = []
+    ready = [0.0, 0.0]  # when each process asks for its next request
+    delays = [0.0, 0.03, 0.25, 0.0, 0.12, 0.0, 0.4, 0.01, 0.0, 0.07] * 6
+    for i, delay in enumerate(delays):
+        who = min((0, 1), key=lambda p: ready[p])  # the process that asks first goes first
+        clock.now = ready[who]
+        sent.append(clock.now + limiters[who].acquire())
+        ready[who] = sent[-1] + delay + (0.02 if i % 2 else 0.05)  # the request itself, then busy
+    sent.sort()
+    gaps = [later - earlier for earlier, later in pairwise(sent)]
+    assert min(gaps) >= interval - 1e-9
+    leases = sum(limiter.leases for limiter in limiters)
+    assert leases < len(delays) / 2  # a round trip per lease, not per request
+    assert 5 * leases > len(delays)  # the delays cost slots given up, not bursts
+
+
+def test_a_late_request_uses_its_lease_up_to_the_last_slot_only(
+    warehouse: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clock = FakeClock()
+    monkeypatch.setattr(warehouse_budget, "take_tokens", FakeBudget(clock).take_tokens)
+    limiter = PostgresRateLimiter(warehouse, "app-i", SLOW, lease=3, clock=clock, sleep=clock.sleep)
+    assert limiter.acquire() == 0.0  # slots at 0, 100 and 200 s
+    clock.now = 150.0  # busy past its second slot
+    assert limiter.acquire() == 0.0  # late, but not past the lease's last slot: it goes now
+    # The slot at 200 s would be only 50 s after it: given up. The new lease starts where the
+    # budget says, after the first lease: at 300 s.
+    assert limiter.acquire() == pytest.approx(150.0)
+    assert limiter.leases == 2
+
+
+def test_the_default_lease_is_half_a_second_of_requests(warehouse: Engine) -> None:
+    assert PostgresRateLimiter(warehouse, "a", 20).lease == 10
+    assert PostgresRateLimiter(warehouse, "a", 10).lease == 5
+    assert PostgresRateLimiter(warehouse, "a", 3).lease == 1
+    assert PostgresRateLimiter(warehouse, "a", SLOW).lease == 1
 
 
 def test_resource_uses_the_database_budget_when_given_one(warehouse_url: str) -> None:
