@@ -1,6 +1,6 @@
 """`make bench`: every figure, each against a baseline measured in the same run.
 
-    python -m bench --records 100000                       # about 4 minutes on 2 cores
+    python -m bench --records 100000                       # 4 to 7 minutes on 2 cores
     python -m bench --records 1000000                      # the 1M load figures too
 
 Each phase runs in a subprocess of its own (bench.load, bench.rebuild, bench.backfill,
