@@ -10,7 +10,8 @@ every level), so a stored version can be checked with SQL alone:
 
 The stored versions are rewritten to that text here: read in key order, serialised again from
 their jsonb in Python (as revision 0012 hashed them), then the table is emptied, its column
-retyped, and the rows written back, so the table is rewritten once. Queries with `->`, `->>`
+retyped, and the rows written back, so the table is rewritten once: 22.7 s for 1,000,000
+versions on the benchmark machine, under the table's lock. Queries with `->`, `->>`
 and `json_*` functions read json as they read jsonb; the jsonb-only operators (`@>`, `?`,
 `jsonb_path_*`) need a `payload::jsonb` cast.
 
