@@ -92,7 +92,8 @@ def main(argv: list[str] | None = None) -> int:
                           bare["records"]))  # fmt: skip
     figures.append(Figure(f"Dagster backfill, {dagster['runs']} runs for {dagster['apps']} apps, in-memory instance",
                           dagster["seconds"], "s", "extraction + load, no Dagster", bare["seconds"],
-                          dagster["seconds"] / bare["seconds"], dagster["records"], "<= 1.2, <= 1 run per app"))  # fmt: skip
+                          dagster["seconds"] / bare["seconds"], dagster["records"],
+                          "<= 1.2, <= 1 run per app"))  # fmt: skip
     figures.append(Figure("429s seen, Dagster backfill", dagster["throttled"], "responses", "", 0, 0, None, "0"))
     # The same runs stored in PostgreSQL, as a production instance stores them: the in-memory
     # instance above costs Dagster less per event than any instance a deployment runs.
