@@ -98,9 +98,7 @@ def well_formed_record(record: object, window: Window) -> tuple[str, bytes, Well
         encoded = version_json(record)
     except TypeError:
         return None
-    # A NUL, or harmless text: the full path tells which. Most records hold no escape at all,
-    # and a one-byte search runs in C's memchr (0.4 us a record less than the 7-byte search).
-    if b"\\" in encoded and b"\\u0000" in encoded:
+    if _holds_nul(encoded):  # the full path rejects it, naming the field
         return None
     if len(encoded) > MAX_FIELD_NAME_LENGTH and _long_field_name(record) is not None:
         return None
@@ -108,6 +106,15 @@ def well_formed_record(record: object, window: Window) -> tuple[str, bytes, Well
     if fields is None or not window.start <= fields[1] < window.end:
         return None
     return encoded.decode(), version_hash(encoded), fields
+
+
+def _holds_nul(encoded: bytes) -> bool:
+    """True when JSON text holds an escaped NUL (`\\u0000`), which jsonb and text cannot store.
+
+    Most records hold no escape at all: the one-byte search runs in C's memchr (0.3 us a record
+    against 0.5 for the 7-byte one), and the regex, which rules out an escaped backslash
+    followed by "u0000" (harmless text), runs only for the rare record with that sequence."""
+    return b"\\" in encoded and b"\\u0000" in encoded and _NUL_ESCAPE.search(encoded) is not None
 
 
 def _stage_record(record: object, window: Window, extracted_at: datetime) -> StagedCampaign | Rejection:
@@ -119,9 +126,7 @@ def _stage_record(record: object, window: Window, extracted_at: datetime) -> Sta
         encoded = _encode_anything(record)
         reason = _find_problem(record) or "record cannot be written as JSON"
         return _reject(record, [reason], encoded, extracted_at, storable=False)
-    # The plain substring test is cheap and almost always false; the regex rules out an
-    # escaped backslash followed by "u0000", which is harmless text.
-    if b"\\u0000" in encoded and _NUL_ESCAPE.search(encoded):
+    if _holds_nul(encoded):
         reason = _find_problem(record) or "record holds a NUL character (\\u0000), which PostgreSQL cannot store"
         return _reject(record, [reason], encoded, extracted_at, storable=False)
     if len(encoded) > MAX_FIELD_NAME_LENGTH and isinstance(record, dict):
