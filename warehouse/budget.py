@@ -50,11 +50,6 @@ def _take_token_statement() -> Any:
 _TAKE_TOKEN = _take_token_statement()
 
 
-def take_token(engine: Engine, app_id: str, rate: float, burst: float = 1.0) -> float:
-    """Reserve the app's next request slot; returns the seconds to wait for it (0 when none)."""
-    return take_tokens(engine, app_id, rate, 1, burst)
-
-
 def take_tokens(engine: Engine, app_id: str, rate: float, count: int, burst: float = 1.0) -> float:
     """Reserve the app's next `count` request slots; returns the seconds to wait for the first
     (0 when none). With the default burst of 1 the others follow it every `1 / rate` seconds.

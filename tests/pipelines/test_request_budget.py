@@ -27,7 +27,7 @@ import warehouse.budget as warehouse_budget
 from cinnox.simulator import RequestRecord, SimulatorServer
 from pipelines.resources import CinnoxAppToken, CinnoxResource
 from tests.conftest import SIM_NOW
-from warehouse.budget import PostgresRateLimiter, take_token
+from warehouse.budget import PostgresRateLimiter, take_tokens
 from warehouse.db import create_warehouse_engine
 from warehouse.migrate import upgrade_to_head
 from warehouse.models import ApiRequestBudget, CounterRegression, FactSentCampaign
@@ -39,23 +39,23 @@ SLOW = 0.01  # requests per second: one slot every 100 s
 
 
 def test_each_caller_gets_its_own_slot_in_turn(warehouse: Engine) -> None:
-    waits = [take_token(warehouse, "app-a", SLOW) for _ in range(3)]
+    waits = [take_tokens(warehouse, "app-a", SLOW, 1) for _ in range(3)]
     assert waits[0] == 0.0  # a fresh budget lets the first request go at once
     assert 99 < waits[1] <= 100
     assert 199 < waits[2] <= 200
-    assert take_token(warehouse, "app-b", SLOW) == 0.0  # apps do not share a budget
+    assert take_tokens(warehouse, "app-b", SLOW, 1) == 0.0  # apps do not share a budget
 
 
 def test_a_token_skips_the_wal_flush_wait_in_its_own_transaction_only(warehouse: Engine) -> None:
-    take_token(warehouse, "app-e", SLOW)
-    with warehouse.connect() as conn:  # the pool hands back the connection take_token used
+    take_tokens(warehouse, "app-e", SLOW, 1)
+    with warehouse.connect() as conn:  # the pool hands back the connection take_tokens used
         assert conn.exec_driver_sql("SHOW synchronous_commit").scalar() == "on"
-    assert 99 < take_token(warehouse, "app-e", SLOW) <= 100  # and the balance was committed
+    assert 99 < take_tokens(warehouse, "app-e", SLOW, 1) <= 100  # and the balance was committed
 
 
 def test_concurrent_callers_never_share_a_slot(warehouse: Engine) -> None:
     with ThreadPoolExecutor(max_workers=8) as pool:
-        waits = list(pool.map(lambda _: take_token(warehouse, "app-c", SLOW), range(16)))
+        waits = list(pool.map(lambda _: take_tokens(warehouse, "app-c", SLOW, 1), range(16)))
     slots = sorted(round(wait / 100) for wait in waits)
     assert slots == list(range(16))
     assert all(abs(wait - 100 * round(wait / 100)) < 1 for wait in waits)
