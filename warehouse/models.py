@@ -357,6 +357,12 @@ class FactSentCampaign(Base):
         comment="When a complete read of a window holding this campaign no longer returned it; NULL while "
         "CINNOX returns it. The row is kept, never deleted, and un-marked if the campaign comes back.",
     )
+    version_hash: Mapped[bytes | None] = mapped_column(
+        LargeBinary,
+        comment="The cinnox_raw version (payload_hash) this row was last written from. A re-load of that "
+        "same version skips the row; a new version with the same values leaves the row, and this, as they are. "
+        "NULL for rows last written before revision 0014.",
+    )
 
 
 class FactSentCampaignSnapshot(Base):

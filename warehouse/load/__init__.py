@@ -132,10 +132,11 @@ def _merge(
         result.rejects_inserted = insert_rejects(conn, app_id, window, run_id)
         return
     app_key = ensure_app(conn, app_id)
+    # Before the fact merge: it skips the versions the fact already holds, as they stand now.
+    result.raw_versions_inserted = insert_raw_versions(conn, app_id, app_key, run_id, repeats=superseded > 0)
     result.dimension_rows_inserted = merge_dimensions(conn, app_key, window)
     merge_fact(conn, app_key, run_id, settle, result)
     mark_missing(conn, app_key, window, read_started, result)
-    result.raw_versions_inserted = insert_raw_versions(conn, app_id, run_id, repeats=superseded > 0)
     result.rejects_inserted = insert_rejects(conn, app_id, window, run_id)
     record_fields(conn, app_id, fields, run_id, result)
 

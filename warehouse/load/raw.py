@@ -17,6 +17,7 @@ from warehouse.load._sql import insert_missing
 from warehouse.load.result import LoadResult
 from warehouse.load.stage import stage
 from warehouse.models import (
+    FactSentCampaign,
     SentCampaignPayload,
     SentCampaignReject,
     SourceField,
@@ -24,10 +25,17 @@ from warehouse.models import (
 )
 
 
-def insert_raw_versions(conn: Connection, app_id: str, run_id: str | None, *, repeats: bool = True) -> int:
+def insert_raw_versions(
+    conn: Connection, app_id: str, app_key: int, run_id: str | None, *, repeats: bool = True
+) -> int:
     """The staged valid records' versions cinnox_raw lacks. `repeats`: a campaign may be staged
-    more than once (prepare_stage says), so the same version may be too: keep its first read."""
+    more than once (prepare_stage says), so the same version may be too: keep its first read.
+
+    Run before the fact merge: a version a fact row was written from (`version_hash`) is in raw
+    already, and one hash join with the fact settles most of a re-load's records, where looking
+    each up in raw's index was 1.8 s at 1M."""
     raw = table_of(SentCampaignPayload)
+    fact = table_of(FactSentCampaign)
     hashed = (
         select(
             stage.c.campaign_id,
@@ -50,11 +58,18 @@ def insert_raw_versions(conn: Connection, app_id: str, run_id: str | None, *, re
     ).where(
         not_(
             exists().where(
+                fact.c.app_key == app_key,
+                fact.c.campaign_id == hashed.c.campaign_id,
+                fact.c.version_hash == hashed.c.payload_hash,
+            )
+        ),
+        not_(
+            exists().where(
                 raw.c.app_id == app_id,
                 raw.c.campaign_id == hashed.c.campaign_id,
                 raw.c.payload_hash == hashed.c.payload_hash,
             )
-        )
+        ),
     )
     if repeats:  # the sort is 0.1 s at 100k, and needless when every campaign is staged once
         versions = versions.ext(distinct_on(hashed.c.campaign_id, hashed.c.payload_hash)).order_by(

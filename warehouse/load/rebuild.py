@@ -366,13 +366,15 @@ def _replay_step(
         else Window(_ANY_TIME.start, _ANY_TIME.start)
     )
     figures = LoadResult()
+    if now_loaded:
+        # Earlier rejects that load now: their versions join raw (before the fact merge, which
+        # would make them look stored), their reject rows go.
+        insert_raw_versions(conn, app_id, app_key, None, repeats=superseded > 0)
     result.dimension_rows += merge_dimensions(conn, app_key, window)
     merge_fact(conn, app_key, None, settle, figures)
     result.snapshot_rows += figures.snapshots_inserted
     result.counter_regressions += figures.counter_regressions
     if now_loaded:
-        # Earlier rejects that load now: their versions join raw, their reject rows go.
-        insert_raw_versions(conn, app_id, None, repeats=superseded > 0)
         rejects = table_of(SentCampaignReject)
         for start in range(0, len(now_loaded), REPLAY_BATCH):
             conn.execute(
