@@ -26,13 +26,14 @@ from typing import Any
 
 from sqlalchemy.engine import make_url
 
-from bench.common import RESULT_MARK, Figure, server_url
+from bench.common import RESULT_MARK, Figure, quiesce, server_url
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def run_phase(module: str, *args: str) -> dict[str, Any]:
     command = [sys.executable, "-m", module, *args]
+    quiesce(server_url())  # the previous phase's autovacuum, out of this phase's figures
     print(f"  $ python -m {module} {' '.join(args)}", flush=True)
     completed = subprocess.run(command, capture_output=True, text=True, check=False)
     lines = [line for line in completed.stdout.splitlines() if line.startswith(RESULT_MARK)]

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import resource
 import sys
+import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -44,6 +46,20 @@ def fresh_database(name: str) -> str:
         conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
     ensure_database(server, name)
     return make_url(base).set(drivername="postgresql+psycopg", database=name).render_as_string(False)
+
+
+def quiesce(url: str, wait: float = 180.0) -> None:
+    """Before a timed figure: CHECKPOINT, then wait (at most `wait` seconds) until no autovacuum
+    worker runs. The previous phase's 1M-row writes start autovacuum on two cores; without this
+    it landed in whichever figure came next, and the same code's rates moved by a fifth between
+    runs. CHECKPOINT needs superuser or pg_checkpoint; without either, only the wait is done."""
+    with psycopg.connect(libpq_url(url), autocommit=True) as conn:
+        with contextlib.suppress(psycopg.errors.InsufficientPrivilege):
+            conn.execute("CHECKPOINT")
+        deadline = time.monotonic() + wait
+        busy = "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'autovacuum worker'"
+        while time.monotonic() < deadline and (conn.execute(busy).fetchone() or (0,))[0]:
+            time.sleep(0.5)
 
 
 def peak_rss_mb() -> float:

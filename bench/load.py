@@ -20,7 +20,7 @@ from typing import Any
 
 import psycopg
 
-from bench.common import Figure, current_xid, emit, fresh_database, peak_rss_mb, rows_written_since
+from bench.common import Figure, current_xid, emit, fresh_database, peak_rss_mb, quiesce, rows_written_since
 from cinnox import Page, Window
 from devenv.psql import libpq_url
 from warehouse.db import create_warehouse_engine
@@ -154,9 +154,11 @@ def main(argv: list[str] | None = None) -> int:
 
     source = list(pages(n))
     rows = [flatten(record) for page in source for record in page.records]  # type: ignore[arg-type]
+    quiesce(url)
     copy_rate = n / copy_baseline_seconds(url, rows)
     del rows
 
+    quiesce(url)
     xid = current_xid(url)
     started = time.perf_counter()
     first = load_sent_campaigns(engine, APP, WINDOW, source)
@@ -164,6 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     first_written = rows_written_since(url, xid)
     assert first.inserted == n, first
 
+    quiesce(url)
     xid = current_xid(url)
     started = time.perf_counter()
     again = load_sent_campaigns(engine, APP, WINDOW, source)
@@ -174,6 +177,7 @@ def main(argv: list[str] | None = None) -> int:
     del source
     changed_source = list(pages(n, changed=True))
     changed = len(range(0, n, CHANGE_EVERY))
+    quiesce(url)
     xid = current_xid(url)
     started = time.perf_counter()
     delta = load_sent_campaigns(engine, APP, WINDOW, changed_source)

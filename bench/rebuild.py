@@ -16,7 +16,7 @@ from typing import Any
 
 from sqlalchemy import func, select
 
-from bench.common import Figure, current_xid, emit, fresh_database, peak_rss_mb, rows_written_since
+from bench.common import Figure, current_xid, emit, fresh_database, peak_rss_mb, quiesce, rows_written_since
 from bench.load import APP, WINDOW, copy_baseline_seconds, flatten, pages, synthetic_records
 from warehouse.db import create_warehouse_engine
 from warehouse.load import load_sent_campaigns
@@ -38,6 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     load_seconds = time.perf_counter() - started
     assert loaded.inserted == n, loaded
 
+    quiesce(url)
     xid = current_xid(url)
     started = time.perf_counter()
     (result,) = rebuild(engine, [APP])
@@ -50,6 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     engine.dispose()
 
     rows: list[tuple[Any, ...]] = [flatten(record) for record in synthetic_records(n)]
+    quiesce(url)
     copy_rate = n / copy_baseline_seconds(url, rows)
     rate = n / seconds
     figures = [

@@ -18,7 +18,7 @@ from typing import Any
 
 from sqlalchemy import event
 
-from bench.common import fresh_database
+from bench.common import fresh_database, quiesce
 from bench.load import APP, WINDOW, pages
 from warehouse.db import create_warehouse_engine
 from warehouse.load import load_sent_campaigns
@@ -46,6 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     source = list(pages(args.records))
     for load in ("first load", "no-op re-load"):
         seconds.clear()
+        quiesce(engine.url.render_as_string(hide_password=False))
         began = time.perf_counter()
         load_sent_campaigns(engine, APP, WINDOW, source)
         total = time.perf_counter() - began
