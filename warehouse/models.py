@@ -287,6 +287,14 @@ class FactSentCampaign(Base):
     __table_args__: Any = (
         UniqueConstraint("app_key", "campaign_id"),
         Index(None, "app_key", "sent_at"),
+        # The few campaigns marked missing, found without scanning the app's rows (every load
+        # looks for those its read returned again, and counts those still missing).
+        Index(
+            "ix_fact_sent_campaign_missing_at_source",
+            "app_key",
+            "sent_at",
+            postgresql_where=text("missing_at_source_since IS NOT NULL"),
+        ),
         {
             "schema": STAR_SCHEMA,
             "comment": "One row per app and sent campaign with its latest counters. Counters keep changing "

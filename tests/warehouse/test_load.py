@@ -240,7 +240,7 @@ def test_failure_after_the_fact_merge_rolls_everything_back(
         raise RuntimeError("disk full")
 
     # The last step of a load: by now dimensions and the fact have been merged.
-    monkeypatch.setattr(load_module, "insert_rejects", broken)
+    monkeypatch.setattr(load_module, "record_fields", broken)
     with pytest.raises(RuntimeError, match="disk full"):
         load_sent_campaigns(warehouse, APP, WEEK, fetch(simulator))
     assert row_versions(warehouse) == before

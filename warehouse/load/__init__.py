@@ -137,7 +137,10 @@ def _merge(
     result.dimension_rows_inserted = merge_dimensions(conn, app_key, window)
     merge_fact(conn, app_key, run_id, settle, result)
     mark_missing(conn, app_key, window, read_started, result)
-    result.rejects_inserted = insert_rejects(conn, app_id, window, run_id)
+    # Rejects are staged only from rejected records of the accepted read or from vanished ones:
+    # with neither, a scan of the stage for them is saved (0.2 s at 1M).
+    if result.rejected or result.vanished:
+        result.rejects_inserted = insert_rejects(conn, app_id, window, run_id)
     record_fields(conn, app_id, fields, run_id, result)
 
 
