@@ -132,7 +132,8 @@ def _merge(
         result.rejects_inserted = insert_rejects(conn, app_id, window, run_id)
         return
     app_key = ensure_app(conn, app_id)
-    # Before the fact merge: it skips the versions the fact already holds, as they stand now.
+    # Before the fact merge: raw leaves out the versions fact rows were written from, so it
+    # must see the fact as the load found it.
     result.raw_versions_inserted = insert_raw_versions(conn, app_id, app_key, run_id, repeats=superseded > 0)
     result.dimension_rows_inserted = merge_dimensions(conn, app_key, window)
     merge_fact(conn, app_key, run_id, settle, result)

@@ -183,8 +183,9 @@ def latest_unknown(app_key: int, settle: SettlePolicy, latest: Any) -> CTE:
 
 
 def settles(row: Any, observed_at: Any, changed_at: Any, settle: SettlePolicy) -> ColumnElement[bool]:
-    """Whether counters as `row` (a table or subquery) holds them count as settled when read at `observed_at`:
-    complete, and past the final age or quiet since `changed_at`."""
+    """Whether the counters `row` (a table or subquery) holds count as settled when read at
+    `observed_at`: complete, and past the final age or unchanged since `changed_at` for the
+    quiet period."""
     return and_(
         counters_complete(row),
         or_(
