@@ -1,19 +1,19 @@
 """The fact keeps the raw version each row was written from: a re-load skips what it already holds.
 
 Why: a re-load joined every staged record with the five dimensions and the fact to find that
-nothing changed (7.2 s of a 26.6 s no-op re-load of 1M campaigns, docs/benchmarks.md). With
+nothing changed (7.2 s of a 26.6 s no-op re-load of 1M campaigns on the benchmark machine). With
 `version_hash`, a record whose version is the one its row was written from (and that would not
 settle the row) is left out before any join, and its raw version is not looked up again.
 
 With it, a partial index of the campaigns marked missing: every load looks for those its read
 returned again and counts those still missing, and scanned all of the app's rows to find the
-few (0.3 s of that no-op re-load).
+few (0.3 s of a 1M no-op re-load).
 
-The column is added empty, which takes no table rewrite; the index reads the table once. Rows keep NULL until a load writes
-them: for those, a re-load compares values as before (no row is written that would not have
-been). `make rebuild` fills every row.
+The column is added empty, which takes no table rewrite; the index reads the table once. Rows
+keep NULL until a load writes them: for those, a re-load compares values as before (no row is
+written that would not have been). `make rebuild` fills every row.
 
-Downgrade drops the column.
+Downgrade drops the index and the column.
 
 Revision ID: 0014
 Revises: 0013

@@ -160,7 +160,7 @@ def latest_unknown(app_key: int, settle: SettlePolicy, latest: Any) -> CTE:
     """`latest` without the records the fact already holds as they are: the version its row was
     written from (`version_hash`), read no earlier than that row's read, on a row that would not
     settle now. Such a record writes nothing, so it skips the dimension joins and the compare:
-    in a no-op re-load that is every record (the join was 7.2 s of 26.6 at 1M).
+    in a no-op re-load that is every record (the joins were 7.2 s of a 26.6 s no-op of 1M).
 
     The same version gives the same values only under the same rules: after a change to
     normalisation, `make rebuild` re-derives the rows (docs/warehouse.md)."""
