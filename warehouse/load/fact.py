@@ -167,9 +167,7 @@ def latest_unknown(app_key: int, settle: SettlePolicy, latest: Any) -> CTE:
     fact = table_of(FactSentCampaign)
     observed_at = latest.c.extracted_at
     known = exists().where(
-        fact.c.app_key == app_key,
-        fact.c.campaign_id == latest.c.campaign_id,
-        fact.c.version_hash == latest.c.payload_hash,
+        written_from(app_key, latest),
         fact.c.values_observed_at <= observed_at,
         # Unchanged counters that would settle with this read still write the row.
         or_(fact.c.settled_at.is_not(None), not_(settles(fact, observed_at, fact.c.counters_changed_at, settle))),
@@ -180,6 +178,17 @@ def latest_unknown(app_key: int, settle: SettlePolicy, latest: Any) -> CTE:
     # fact's unique key.
     needed = [c for c in latest.c if c.name not in _NOT_MERGED]
     return select(*needed).where(not_(known)).cte("unknown").prefix_with("MATERIALIZED", dialect="postgresql")
+
+
+def written_from(app_key: int, staged: Any) -> ColumnElement[bool]:
+    """The staged record's fact row (of `staged`, with the stage's `campaign_id` and
+    `payload_hash`) was last written from this very version: the version is in raw too."""
+    fact = table_of(FactSentCampaign)
+    return and_(
+        fact.c.app_key == app_key,
+        fact.c.campaign_id == staged.c.campaign_id,
+        fact.c.version_hash == staged.c.payload_hash,
+    )
 
 
 def settles(row: Any, observed_at: Any, changed_at: Any, settle: SettlePolicy) -> ColumnElement[bool]:

@@ -14,10 +14,10 @@ from sqlalchemy.dialects.postgresql import JSON, JSONB, TIMESTAMP, distinct_on, 
 
 from cinnox import Window
 from warehouse.load._sql import insert_missing
+from warehouse.load.fact import written_from
 from warehouse.load.result import LoadResult
 from warehouse.load.stage import stage
 from warehouse.models import (
-    FactSentCampaign,
     SentCampaignPayload,
     SentCampaignReject,
     SourceField,
@@ -35,7 +35,6 @@ def insert_raw_versions(
     already, and one hash join with the fact settles most of a re-load's records, where looking
     each up in raw's index was 1.8 s at 1M."""
     raw = table_of(SentCampaignPayload)
-    fact = table_of(FactSentCampaign)
     hashed = (
         select(
             stage.c.campaign_id,
@@ -56,13 +55,7 @@ def insert_raw_versions(
         hashed.c.extracted_at,
         literal(run_id, Text),
     ).where(
-        not_(
-            exists().where(
-                fact.c.app_key == app_key,
-                fact.c.campaign_id == hashed.c.campaign_id,
-                fact.c.version_hash == hashed.c.payload_hash,
-            )
-        ),
+        not_(exists().where(written_from(app_key, hashed))),
         not_(
             exists().where(
                 raw.c.app_id == app_id,
