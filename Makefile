@@ -23,10 +23,12 @@ help: ## this list (times measured on a 2-core machine)
 	@awk 'BEGIN {FS = ":[^#]*## "} /^[a-z-]+:[^#]*## / {printf "  make %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 	@echo "  Variables: PORT=$(PORT) SIMULATOR_PORT=$(SIMULATOR_PORT) RECORDS=$(RECORDS) VERBOSE=1 (tracebacks)"
 
+# Bytecode is compiled once at install: where PYTHONDONTWRITEBYTECODE is set (containers, CI),
+# every process (each Dagster run, each test's subprocess) would compile Dagster's sources again.
 $(INSTALLED): requirements.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
-	$(BIN)/uv pip sync --quiet --python $(BIN)/python requirements.lock
+	$(BIN)/uv pip sync --quiet --compile-bytecode --python $(BIN)/python requirements.lock
 	$(BIN)/uv pip install --quiet --python $(BIN)/python --no-deps -e .
 	touch $@
 

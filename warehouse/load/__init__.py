@@ -17,7 +17,7 @@ from cinnox import ChunkRead, Page, Window
 from warehouse.load.dimensions import ensure_app, merge_dimensions
 from warehouse.load.fact import merge_fact
 from warehouse.load.ledger import LedgerKey, record_chunk
-from warehouse.load.missing import mark_missing
+from warehouse.load.missing import mark_missing, window_holds_campaigns
 from warehouse.load.raw import KNOWN_FIELDS, insert_raw_versions, insert_rejects, record_fields
 from warehouse.load.result import DEFAULT_SETTLE, DayFigures, LoadResult, SettlePolicy
 from warehouse.load.stage import copy_into_stage, prepare_stage, stage
@@ -132,12 +132,14 @@ def _merge(
         result.rejects_inserted = insert_rejects(conn, app_id, window, run_id)
         return
     app_key = ensure_app(conn, app_id)
+    # A first load of the window (every chunk of a first backfill) can skip work a re-load needs.
+    window_was_empty = not window_holds_campaigns(conn, app_key, window)
     # Before the fact merge: raw leaves out the versions fact rows were written from, so it
     # must see the fact as the load found it.
     result.raw_versions_inserted = insert_raw_versions(conn, app_id, app_key, run_id, repeats=superseded > 0)
     result.dimension_rows_inserted = merge_dimensions(conn, app_key, window)
-    merge_fact(conn, app_key, run_id, settle, result)
-    mark_missing(conn, app_key, window, read_started, result)
+    merge_fact(conn, app_key, run_id, settle, result, window_was_empty=window_was_empty)
+    mark_missing(conn, app_key, window, read_started, result, window_was_empty=window_was_empty)
     # Rejects are staged only from rejected records of the accepted read or from vanished ones:
     # with neither, a scan of the stage for them is saved (0.2 s at 1M).
     if result.rejected or result.vanished:

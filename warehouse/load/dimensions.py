@@ -213,9 +213,11 @@ def _recompute_sender_validity(conn: Connection, app_key: int) -> None:
     natural_key = (dim_sender.c.channel_key, dim_sender.c.phone, dim_sender.c.sender_eid)
     # NULL-safe matches as jsonb equalities, which PostgreSQL can hash: IS NOT DISTINCT FROM
     # only nests loops, and with the statistics of a new app's first chunk that took 40 s.
+    # From the stage's distinct senders (stage_dimensions), not the stage: a scan of 1M staged
+    # records for a few hundred senders was 0.45 s of a first load.
     staged_senders = (
-        select(_sender_identity(stage.c.sender_phone, stage.c.sender_eid).label("identity"))
-        .where(stage.c.reject_reasons.is_(None))
+        select(_sender_identity(_staged.c.sender_phone, _staged.c.sender_eid).label("identity"))
+        .where(_staged.c.grouping == _SENDERS)
         .distinct()
         .subquery("staged_senders")
     )

@@ -63,8 +63,19 @@ _FACT_VALUES = (
 _TRACKED = (*_FACT_VALUES, "settled_at")
 
 
-def merge_fact(conn: Connection, app_key: int, run_id: str | None, settle: SettlePolicy, result: LoadResult) -> None:
+def merge_fact(
+    conn: Connection,
+    app_key: int,
+    run_id: str | None,
+    settle: SettlePolicy,
+    result: LoadResult,
+    *,
+    window_was_empty: bool = False,
+) -> None:
     """Counter regressions, the fact upsert, its history and the per-day figures: one statement.
+
+    `window_was_empty`: the fact held no campaign of the app sent in the load's window before
+    this merge (a first load of the window), so next to no staged record can be one it holds.
 
     Data-modifying CTEs all see the fact as it was before the statement, which is what the
     regressions (old against new values) and the stale count (rows holding a newer read) need;
@@ -73,7 +84,9 @@ def merge_fact(conn: Connection, app_key: int, run_id: str | None, settle: Settl
     Each campaign's last read is read once, as prepare_stage marked it (four sorts before).
     """
     latest = latest_staged()
-    candidates, upserted = fact_upsert(app_key, run_id, settle, latest_unknown(app_key, settle, latest))
+    candidates, upserted = fact_upsert(
+        app_key, run_id, settle, latest_unknown(app_key, settle, latest, materialized=not window_was_empty)
+    )
     regressed = regressions_insert(app_key, run_id, candidates).returning(literal(1)).cte("regressed")
     history = history_insert(upserted)
     by_upsert = select(
@@ -156,7 +169,7 @@ def latest_staged() -> Subquery:
 _NOT_MERGED = frozenset({"seq", "in_final_read", "payload", "payload_text", "reject_reasons", "superseded"})
 
 
-def latest_unknown(app_key: int, settle: SettlePolicy, latest: Any) -> CTE:
+def latest_unknown(app_key: int, settle: SettlePolicy, latest: Any, *, materialized: bool = True) -> CTE:
     """`latest` without the records the fact already holds as they are: the version its row was
     written from (`version_hash`), read no earlier than that row's read, on a row that would not
     settle now. Such a record writes nothing, so it skips the dimension joins and the compare:
@@ -176,8 +189,11 @@ def latest_unknown(app_key: int, settle: SettlePolicy, latest: Any) -> CTE:
     # a no-op's merge in 3.7-4.0 s at 1M against 2.0-2.6 s (bench.statements). Its rows carry no
     # column statistics, and need none: what follows is hash joins to small dimensions and the
     # fact's unique key.
+    # When next to nothing is known (`materialized` False: a first load of the window), the copy
+    # buys nothing and costs a write and a read of every staged record: the filter runs inline.
     needed = [c for c in latest.c if c.name not in _NOT_MERGED]
-    return select(*needed).where(not_(known)).cte("unknown").prefix_with("MATERIALIZED", dialect="postgresql")
+    unknown = select(*needed).where(not_(known)).cte("unknown")
+    return unknown.prefix_with("MATERIALIZED", dialect="postgresql") if materialized else unknown
 
 
 def written_from(app_key: int, staged: Any) -> ColumnElement[bool]:

@@ -26,7 +26,25 @@ from warehouse.models import (
 )
 
 
-def mark_missing(conn: Connection, app_key: int, window: Window, read_started: datetime, result: LoadResult) -> None:
+def window_holds_campaigns(conn: Connection, app_key: int, window: Window) -> bool:
+    """Whether the fact holds a campaign of the app sent in `window`: one probe of its index."""
+    return bool(conn.scalar(select(exists().where(_in_window(app_key, window)))))
+
+
+def _in_window(app_key: int, window: Window) -> ColumnElement[bool]:
+    fact = table_of(FactSentCampaign)
+    return and_(fact.c.app_key == app_key, fact.c.sent_at >= window.start, fact.c.sent_at < window.end)
+
+
+def mark_missing(
+    conn: Connection,
+    app_key: int,
+    window: Window,
+    read_started: datetime,
+    result: LoadResult,
+    *,
+    window_was_empty: bool = False,
+) -> None:
     """Mark the window's campaigns the accepted read did not return; un-mark those it returned.
 
     Any record of the accepted read counts as returned, a rejected one too: it is at the
@@ -35,9 +53,14 @@ def mark_missing(conn: Connection, app_key: int, window: Window, read_started: d
     began are judged: one that another load read since may have been sent after this read
     passed its page. Likewise only a read newer than the one that found a campaign gone brings
     it back.
+
+    `window_was_empty`: the fact held no campaign of the window before this load's merge. Then
+    every row of the window came from the stage, and only a vanished record's can be missing:
+    without one, the marking pass (a scan of the window against the stage, 0.8 s at 1M) is left
+    out.
     """
     fact = table_of(FactSentCampaign)
-    in_window = and_(fact.c.app_key == app_key, fact.c.sent_at >= window.start, fact.c.sent_at < window.end)
+    in_window = _in_window(app_key, window)
     returned = exists().where(stage.c.in_final_read, stage.c.campaign_id == fact.c.campaign_id)
     returned_since_marked = exists().where(
         stage.c.in_final_read,
@@ -57,9 +80,10 @@ def mark_missing(conn: Connection, app_key: int, window: Window, read_started: d
         .returning(fact.c.sent_at)
         .cte("marked")
     )
-    for day, count in conn.execute(_count_by_day(marked.c.sent_at)).all():
-        result.day(day).marked_missing += int(count)
-        result.marked_missing += int(count)
+    if not window_was_empty or result.vanished:
+        for day, count in conn.execute(_count_by_day(marked.c.sent_at)).all():
+            result.day(day).marked_missing += int(count)
+            result.marked_missing += int(count)
     back = conn.execute(
         fact.update()
         .where(fact.c.app_key == app_key, fact.c.missing_at_source_since.is_not(None), returned_since_marked)
