@@ -13,6 +13,7 @@ from sqlalchemy import (
     Integer,
     Interval,
     Select,
+    Sequence,
     Subquery,
     Text,
     and_,
@@ -61,6 +62,8 @@ _FACT_VALUES = (
 )
 # What decides whether a fact row is rewritten: CINNOX's values and whether they have settled.
 _TRACKED = (*_FACT_VALUES, "settled_at")
+# The sequence of the fact's identity column (PostgreSQL's name for it, from its CREATE TABLE).
+FACT_KEY_SEQUENCE = Sequence("fact_sent_campaign_sent_campaign_key_seq", schema="cinnox")
 
 
 def merge_fact(
@@ -78,24 +81,30 @@ def merge_fact(
     this merge (a first load of the window), so next to no staged record can be one it holds.
 
     Data-modifying CTEs all see the fact as it was before the statement, which is what the
-    regressions (old against new values) and the stale count (rows holding a newer read) need;
-    both come from the upsert's candidates, and the history from its RETURNING, so the fact
-    is joined with the stage once.
+    regressions (old against new values) and the stale count (rows holding a newer read) need.
+    They, the history and the per-day figures all come from the upsert's candidates, so the
+    fact is joined with the stage once.
     Each campaign's last read is read once, as prepare_stage marked it (four sorts before).
     """
     latest = latest_staged()
-    candidates, upserted = fact_upsert(
+    candidates, writes = fact_upsert(
         app_key, run_id, settle, latest_unknown(app_key, settle, latest, materialized=not window_was_empty)
     )
     regressed = regressions_insert(app_key, run_id, candidates).returning(literal(1)).cte("regressed")
-    history = history_insert(upserted)
-    by_upsert = select(
-        upserted.c.sent_date_key,
-        null().label("sent_date"),
-        func.count().filter(upserted.c.inserted).label("a"),
-        func.count().label("b"),
-        literal(0, BigInteger).label("c"),
-    ).group_by(upserted.c.sent_date_key)
+    history = history_insert(candidates)
+    # The rows the upsert writes, per send day: every candidate but the stale ones.
+    written = not_(candidates.c.stale)
+    by_upsert = (
+        select(
+            candidates.c.sent_date_key,
+            null().label("sent_date"),
+            func.count().filter(candidates.c.current_key.is_(None)).label("a"),
+            func.count().label("b"),
+            literal(0, BigInteger).label("c"),
+        )
+        .where(written)
+        .group_by(candidates.c.sent_date_key)
+    )
     # Distinct staged campaigns per day and those of the accepted read; then those the
     # warehouse holds from a newer read than this load's (the upsert leaves them as they are).
     by_stage = select(
@@ -120,8 +129,9 @@ def merge_fact(
     # Three kinds of row, told apart by which key is set: (date_key, -, inserted, written, -)
     # per send day the upsert wrote; (-, day, distinct, in the accepted read, stale) per
     # staged send day, stale counts in rows of their own; and once (-, -, regressions,
-    # history rows, -).
-    rows = conn.execute(union_all(by_upsert, by_stage, by_stale, totals)).all()
+    # history rows, -). The insert and the update return nothing: they run as CTEs of their own.
+    statement = union_all(by_upsert, by_stage, by_stale, totals).add_cte(*writes)
+    rows = conn.execute(statement).all()
     upserted_count = 0
     distinct_in_final = 0
     staged_days: dict[date, list[int]] = {}
@@ -220,13 +230,14 @@ def settles(row: Any, observed_at: Any, changed_at: Any, settle: SettlePolicy) -
     )
 
 
-def fact_upsert(app_key: int, run_id: str | None, settle: SettlePolicy, latest: Any) -> tuple[Any, Subquery]:
+def fact_upsert(app_key: int, run_id: str | None, settle: SettlePolicy, latest: Any) -> tuple[CTE, tuple[CTE, CTE]]:
     """The fact merge: staged campaigns resolved to dimension keys, inserted or updated only
     where a value differs (counters, descriptive values, or having settled). Returns the
     candidates (new or changed campaigns, and those whose row holds a newer read, `stale`, left
     alone; with the row's key and monotonic counters as they were: `current_key`,
-    `previous_<counter>`) and the rows written, as RETURNING gives them,
-    with `inserted` telling inserts from updates."""
+    `previous_<counter>`; and the key the row has after the merge, `sent_campaign_key`) and the
+    insert and update, as CTEs that return nothing: each candidate but the stale ones is
+    written as it stands."""
     fact = table_of(FactSentCampaign)
     dim_channel = table_of(DimChannel)
     dim_sender = table_of(DimSender)
@@ -322,12 +333,17 @@ def fact_upsert(app_key: int, run_id: str | None, settle: SettlePolicy, latest: 
         )
     )
     candidates = changed_or_new.add_columns(
+        # A new row's key is drawn here rather than by the insert's default, so what is written
+        # is known from the candidates: 1M rows returned by the insert were a tuplestore spilled
+        # to disk and read back for the history (bench.statements).
+        func.coalesce(current.c.sent_campaign_key, FACT_KEY_SEQUENCE.next_value()).label("sent_campaign_key"),
         incoming.c.sent_date,
         func.coalesce(stale, False).label("stale"),
         current.c.sent_campaign_key.label("current_key"),
         *(current.c[name].label(f"previous_{name}") for name in MONOTONIC_COUNTERS),
     ).cte("candidates")
     written = [
+        "sent_campaign_key",
         "app_key",
         "campaign_id",
         *_TRACKED,
@@ -336,15 +352,6 @@ def fact_upsert(app_key: int, run_id: str | None, settle: SettlePolicy, latest: 
         "last_dagster_run_id",
         "version_hash",
     ]
-    returned = (
-        fact.c.sent_date_key,
-        fact.c.sent_campaign_key,
-        fact.c.sent_at,
-        *(fact.c[n] for n in COUNTER_COLUMNS),
-        fact.c.counters_changed_at,
-        fact.c.values_observed_at,
-        fact.c.last_dagster_run_id,
-    )
     # A plain INSERT for new campaigns and an UPDATE by key for changed ones, not one INSERT
     # ... ON CONFLICT: its speculative insertion cost a third more per row (0.69 s against
     # 0.49 s for 100k). Safe because the app's merge lock is held: no other load writes the
@@ -352,7 +359,6 @@ def fact_upsert(app_key: int, run_id: str | None, settle: SettlePolicy, latest: 
     inserted = (
         insert(fact)
         .from_select(written, select(*(candidates.c[n] for n in written)).where(candidates.c.current_key.is_(None)))
-        .returning(literal(True).label("inserted"), *returned)
         .cte("inserted")
     )
     updated = (
@@ -368,10 +374,9 @@ def fact_upsert(app_key: int, run_id: str | None, settle: SettlePolicy, latest: 
             }
         )
         .where(fact.c.sent_campaign_key == candidates.c.current_key, not_(candidates.c.stale))
-        .returning(literal(False).label("inserted"), *returned)
         .cte("updated")
     )
-    return candidates, union_all(select(inserted), select(updated)).subquery("upserted")
+    return candidates, (inserted, updated)
 
 
 def counters_complete(row: Any) -> ColumnElement[bool]:
@@ -386,21 +391,26 @@ def counters_complete(row: Any) -> ColumnElement[bool]:
     )
 
 
-def history_insert(upserted: Any) -> Any:
-    """A history row for each campaign the upsert wrote whose counters changed: it set their
-    counters_changed_at to this observation's time, and to nothing else. Returns a CTE of one
+def history_insert(candidates: Any) -> Any:
+    """A history row for each campaign the upsert writes whose counters changed: it sets their
+    counters_changed_at to this observation's time, and to nothing else. From the upsert's
+    candidates (each is written as it stands, but the stale ones). Returns a subquery of one
     row per history row written."""
     snapshot = table_of(FactSentCampaignSnapshot)
     columns = ("sent_campaign_key", "observed_at", "sent_at", *COUNTER_COLUMNS, "dagster_run_id")
 
     def rows(inserted: bool) -> Select[Any]:
+        new = candidates.c.current_key.is_(None)
         return select(
-            upserted.c.sent_campaign_key,
-            upserted.c.counters_changed_at,
-            upserted.c.sent_at,
-            *(upserted.c[n] for n in COUNTER_COLUMNS),
-            upserted.c.last_dagster_run_id,
-        ).where(upserted.c.counters_changed_at == upserted.c.values_observed_at, upserted.c.inserted.is_(inserted))
+            candidates.c.sent_campaign_key,
+            candidates.c.counters_changed_at,
+            candidates.c.sent_at,
+            *(candidates.c[n] for n in COUNTER_COLUMNS),
+            candidates.c.last_dagster_run_id,
+        ).where(
+            candidates.c.counters_changed_at == candidates.c.values_observed_at,
+            new if inserted else and_(not_(new), not_(candidates.c.stale)),
+        )
 
     # A new campaign has no history yet: a plain INSERT (no speculative insertion).
     first = insert(snapshot).from_select(columns, rows(True)).returning(literal(1)).cte("first_history")
