@@ -52,7 +52,7 @@ stop: $(INSTALLED) ## stop the embedded PostgreSQL
 simulator: $(INSTALLED) ## the CINNOX simulator alone, on port SIMULATOR_PORT= (8765)
 	$(BIN)/python -m cinnox.simulator --port $(SIMULATOR_PORT)
 
-bench: $(INSTALLED) ## every benchmark figure, 4 to 7 minutes at 100k (RECORDS=1000000 for the 1M figures, 7 to 11)
+bench: $(INSTALLED) ## every benchmark figure, 4 to 7 minutes at 100k (RECORDS=1000000 for the 1M figures, 6 to 11)
 	$(BIN)/python -m bench --records $(RECORDS)
 
 bench-marts: $(INSTALLED) ## time docs/warehouse.md's example queries on RECORDS campaigns
