@@ -12,13 +12,14 @@ from pathlib import Path
 import pytest
 from alembic import command
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, inspect, select, text
+from sqlalchemy import Engine, func, inspect, select, text
 from sqlalchemy.exc import DBAPIError
 
 from cinnox import CinnoxClient, Page, Window
 from cinnox.simulator import DEFAULT_APPS, SimulatorServer
 from warehouse.db import create_warehouse_engine
 from warehouse.load import load_sent_campaigns
+from warehouse.load.fact import FACT_KEY_SEQUENCE
 from warehouse.migrate import alembic_config, upgrade_to_head
 from warehouse.models import SCHEMAS, DimChannel, FactSentCampaign
 
@@ -59,6 +60,9 @@ def test_upgrade_check_downgrade_and_back_with_data(
     _check(engine)
     with engine.connect() as conn:
         assert list(conn.scalars(select(DimChannel.channel).order_by(DimChannel.channel_key))) == ["SMS", "WhatsApp"]
+        # The fact merge draws new rows' keys from the identity's sequence, by its name.
+        identity = func.pg_get_serial_sequence("cinnox.fact_sent_campaign", "sent_campaign_key")
+        assert conn.scalar(select(identity)) == f"{FACT_KEY_SEQUENCE.schema}.{FACT_KEY_SEQUENCE.name}"
 
     window = Window(simulator.now.replace(day=1), simulator.now)
     with CinnoxClient(simulator.url, "sim-app-1", DEFAULT_APPS["sim-app-1"]) as client:
