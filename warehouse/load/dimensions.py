@@ -211,7 +211,7 @@ def _recompute_sender_validity(conn: Connection, app_key: int) -> None:
     stage touched, from the versions' valid_from order."""
     dim_sender = table_of(DimSender)
     natural_key = (dim_sender.c.channel_key, dim_sender.c.phone, dim_sender.c.sender_eid)
-    # NULL-safe matches as jsonb equalities, which PostgreSQL can hash: IS NOT DISTINCT FROM
+    # NULL-safe matches as text[] equalities, which PostgreSQL can hash: IS NOT DISTINCT FROM
     # only nests loops, and with the statistics of a new app's first chunk that took 40 s.
     # From the stage's distinct senders (stage_dimensions), not the stage: a scan of 1M staged
     # records for a few hundred senders was 0.45 s of a first load.
