@@ -34,10 +34,10 @@ $(INSTALLED): requirements.lock pyproject.toml
 
 install: $(INSTALLED) ## create .venv with the locked dependencies
 
-run: $(INSTALLED) ## load the last 30 days of every app through Dagster, with a demo history (about 35 s from a clone, 15 s installed)
+run: $(INSTALLED) ## load the last 30 days of every app through Dagster, with a demo history (about 20 s from a clone, 10 s installed)
 	$(BIN)/python -m devenv.run
 
-test: $(INSTALLED) ## the whole test suite, real PostgreSQL and HTTP on loopback (6 to 10 minutes)
+test: $(INSTALLED) ## the whole test suite, real PostgreSQL and HTTP on loopback (5 to 10 minutes)
 	$(BIN)/python -m pytest
 
 dev: $(INSTALLED) ## the Dagster UI on http://127.0.0.1:3000 (PORT=), the simulator on 8765 (SIMULATOR_PORT=), same defaults as run
