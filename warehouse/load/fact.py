@@ -93,7 +93,6 @@ def merge_fact(
     regressed = regressions_insert(app_key, run_id, candidates).returning(literal(1)).cte("regressed")
     history = history_insert(candidates)
     # The rows the upsert writes, per send day: every candidate but the stale ones.
-    written = not_(candidates.c.stale)
     by_upsert = (
         select(
             candidates.c.sent_date_key,
@@ -102,7 +101,7 @@ def merge_fact(
             func.count().label("b"),
             literal(0, BigInteger).label("c"),
         )
-        .where(written)
+        .where(not_(candidates.c.stale))
         .group_by(candidates.c.sent_date_key)
     )
     # Distinct staged campaigns per day and those of the accepted read; then those the
@@ -195,12 +194,12 @@ def latest_unknown(app_key: int, settle: SettlePolicy, latest: Any, *, materiali
         # Unchanged counters that would settle with this read still write the row.
         or_(fact.c.settled_at.is_not(None), not_(settles(fact, observed_at, fact.c.counters_changed_at, settle))),
     )
-    # Materialised, with only the columns the merge reads: as a plain subquery the planner ran
-    # a no-op's merge in 3.7-4.0 s at 1M against 2.0-2.6 s (bench.statements). Its rows carry no
-    # column statistics, and need none: what follows is hash joins to small dimensions and the
-    # fact's unique key.
-    # When next to nothing is known (`materialized` False: a first load of the window), the copy
-    # buys nothing and costs a write and a read of every staged record: the filter runs inline.
+    # With only the columns the merge reads. Materialised where records may be known: as a plain
+    # subquery the planner ran a no-op's merge in 3.7-4.0 s at 1M against 2.0-2.6 s
+    # (bench.statements); its rows carry no column statistics, and need none (what follows is
+    # hash joins to small dimensions and the fact's unique key). Where next to nothing can be
+    # known (a first load of the window) the copy buys nothing and costs a write and a read of
+    # every staged record, so the filter runs inline.
     needed = [c for c in latest.c if c.name not in _NOT_MERGED]
     unknown = select(*needed).where(not_(known)).cte("unknown")
     return unknown.prefix_with("MATERIALIZED", dialect="postgresql") if materialized else unknown
