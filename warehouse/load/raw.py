@@ -10,7 +10,7 @@ from sqlalchemy import (
     not_,
     select,
 )
-from sqlalchemy.dialects.postgresql import JSON, JSONB, TIMESTAMP, distinct_on, insert
+from sqlalchemy.dialects.postgresql import JSONB, TIMESTAMP, distinct_on, insert
 
 from cinnox import Window
 from warehouse.load._sql import insert_missing
@@ -39,8 +39,8 @@ def insert_raw_versions(
         select(
             stage.c.campaign_id,
             stage.c.payload_hash,
-            # json, not jsonb: the text stored is the text hashed (warehouse.normalize.version_json)
-            stage.c.payload.cast(JSON).label("payload"),
+            # json, as staged: the text stored is the text hashed (warehouse.normalize.version_json)
+            stage.c.payload,
             stage.c.extracted_at,
             stage.c.seq,
         )
