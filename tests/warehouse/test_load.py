@@ -13,7 +13,8 @@ from sqlalchemy.orm import Session
 from cinnox import CinnoxClient, CinnoxUnavailable, Page, Window
 from cinnox.simulator import DEFAULT_APPS, SimulatorServer
 from warehouse import load as load_module
-from warehouse.load import load_sent_campaigns
+from warehouse.load import LoadResult, load_sent_campaigns
+from warehouse.load.stage import copy_into_stage, prepare_stage, stage
 from warehouse.models import (
     DimApp,
     DimChannel,
@@ -272,6 +273,34 @@ def test_the_same_campaign_twice_in_one_load_keeps_the_last_read(warehouse: Engi
     assert (result.valid, result.duplicates, result.inserted) == (2, 1, 1)
     assert fact_rows(warehouse)["dup"]["delivered"] == 7
     assert count(warehouse, SentCampaignPayload) == 2  # both versions CINNOX returned are kept
+
+
+@pytest.mark.parametrize(
+    ("ids", "vanished", "distinct"),
+    [
+        (["a", "b", "c"], [], True),
+        (["a", "b", None, "c"], [], True),  # a reject (no id) in between changes nothing
+        (["b", "a"], [], False),  # distinct, but only a sort can tell
+        (["a", "a"], [], False),
+        (["a", "b", "a"], [], False),
+        (["a", "b"], ["a"], False),  # an earlier read's record of the same campaign
+        (["a", "b"], ["c"], True),
+    ],
+)
+def test_the_stage_proves_each_campaign_staged_once_only_when_ids_rise(
+    warehouse: Engine, ids: list[str | None], vanished: list[str], distinct: bool
+) -> None:
+    def records(of: list[str | None]) -> list[dict[str, Any]]:
+        return [{"id": i, "date": "2026-06-02T10:00:00Z", "channel": "SMS", "totalRecipients": 1} for i in of]
+
+    with warehouse.begin() as conn:
+        stage.create(conn)
+        staged = copy_into_stage(conn, WEEK, [page_of(records(ids))], LoadResult(), [page_of(records(vanished))])
+        assert staged.campaigns_distinct is distinct
+        assert staged.fields == {"id", "date", "channel", "totalRecipients"}
+        # Each valid record after a campaign's first counts as superseded, whichever path ran.
+        valid = [i for i in ids + vanished if i is not None]
+        assert prepare_stage(conn, campaigns_distinct=staged.campaigns_distinct) == len(valid) - len(set(valid))
 
 
 def test_the_fact_row_keeps_the_version_it_was_written_from(warehouse: Engine) -> None:

@@ -20,7 +20,7 @@ from warehouse.load.ledger import LedgerKey, record_chunk
 from warehouse.load.missing import mark_missing, window_holds_campaigns
 from warehouse.load.raw import KNOWN_FIELDS, insert_raw_versions, insert_rejects, record_fields
 from warehouse.load.result import DEFAULT_SETTLE, DayFigures, LoadResult, SettlePolicy
-from warehouse.load.stage import copy_into_stage, prepare_stage, stage
+from warehouse.load.stage import StagedRecords, copy_into_stage, prepare_stage, stage
 
 # A chunk merges in about a second (docs/benchmarks.md); ten minutes is long past any honest merge.
 DEFAULT_MERGE_LOCK_TIMEOUT = 600.0
@@ -63,10 +63,10 @@ def load_sent_campaigns(
                     earliest[:] = [page.fetched_at]
                 yield page
 
-        fields = copy_into_stage(conn, window, noting_read_start(pages), result)
+        staged = copy_into_stage(conn, window, noting_read_start(pages), result)
         read_started = earliest[0] if earliest else datetime.now(UTC)
         _merge(
-            conn, app_id, window, fields, read_started, result, run_id, max_reject_share, settle, lock_timeout, logger
+            conn, app_id, window, staged, read_started, result, run_id, max_reject_share, settle, lock_timeout, logger
         )
     return result
 
@@ -90,12 +90,12 @@ def load_chunk(
     result = LoadResult()
     with engine.begin() as conn:
         stage.create(conn)
-        fields = copy_into_stage(conn, chunk.window, chunk.pages, result, chunk.vanished)
+        staged = copy_into_stage(conn, chunk.window, chunk.pages, result, chunk.vanished)
         _merge(
             conn,
             ledger.app_id,
             chunk.window,
-            fields,
+            staged,
             chunk.read_started,
             result,
             ledger.run_id,
@@ -113,7 +113,7 @@ def _merge(
     conn: Connection,
     app_id: str,
     window: Window,
-    fields: set[str],
+    staged: StagedRecords,
     read_started: datetime,
     result: LoadResult,
     run_id: str | None,
@@ -123,7 +123,7 @@ def _merge(
     logger: logging.Logger | None,
 ) -> None:
     """Everything after the COPY, in the caller's transaction: dimensions, fact, raw, rejects."""
-    superseded = prepare_stage(conn)
+    superseded = prepare_stage(conn, campaigns_distinct=staged.campaigns_distinct)
     # One merge per app at a time, taken only now: what a load read is private to its stage,
     # and each merge skips what another already wrote from a newer read.
     take_merge_lock(conn, app_id, lock_timeout, logger or _log)
@@ -144,7 +144,7 @@ def _merge(
     # with neither, a scan of the stage for them is saved (0.2 s at 1M).
     if result.rejected or result.vanished:
         result.rejects_inserted = insert_rejects(conn, app_id, window, run_id)
-    record_fields(conn, app_id, fields, run_id, result)
+    record_fields(conn, app_id, staged.fields, run_id, result)
 
 
 class MergeLockTimeout(RuntimeError):
