@@ -20,7 +20,7 @@ from pipelines.partitions import range_tags
 from pipelines.resources import WarehouseResource
 from pipelines.run_tags import APP_TAG, cinnox_asks_to_wait
 from pipelines.settings import PipelineSettings
-from warehouse.models import DimApp, FactSentCampaign
+from warehouse.models import DimApp, FactSentCampaign, sent_between
 
 SETTLE_SENSOR = "cinnox_settle_sensor"
 TRIGGER_TAG = "cinnox/trigger"
@@ -59,8 +59,7 @@ def unsettled_send_dates(engine: Engine, app_id: str, first: datetime.date, last
         .select_from(fact.join(app, app.c.app_key == fact.c.app_key))
         .where(
             app.c.app_id == app_id,
-            fact.c.sent_at >= start,  # a range on sent_at, so the (app_key, sent_at) index serves it
-            fact.c.sent_at < end,
+            sent_between(fact, start, end),  # the days' range: the (app_key, sent_date_key) index serves it
             fact.c.settled_at.is_(None),
             fact.c.missing_at_source_since.is_(None),
         )

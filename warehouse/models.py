@@ -7,12 +7,13 @@ column carries a comment, which PostgreSQL keeps as COMMENT ON for `\\d+` and BI
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
     BigInteger,
     Boolean,
+    ColumnElement,
     Double,
     ForeignKey,
     Identity,
@@ -24,6 +25,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    and_,
     func,
     text,
 )
@@ -286,7 +288,9 @@ class FactSentCampaign(Base):
     __tablename__ = "fact_sent_campaign"
     __table_args__: Any = (
         UniqueConstraint("app_key", "campaign_id"),
-        Index(None, "app_key", "sent_at"),
+        # An app's campaigns of a window (`sent_between`): keyed on the day, new rows' entries
+        # join the end of their day's instead of landing anywhere (revision 0015).
+        Index(None, "app_key", "sent_date_key"),
         # The few campaigns marked missing, found without scanning the app's rows (every load
         # looks for those its read returned again, and counts those still missing).
         Index(
@@ -371,6 +375,22 @@ class FactSentCampaign(Base):
         "same version skips the row; a new version with the same values leaves the row, and this, as they are. "
         "NULL for rows last written before revision 0014.",
     )
+
+
+def date_key(day: date) -> int:
+    """`dim_date.date_key` of a day: yyyymmdd."""
+    return day.year * 10000 + day.month * 100 + day.day
+
+
+def sent_between(rows: Any, start: datetime, end: datetime | None = None) -> ColumnElement[bool]:
+    """Fact rows (of `rows`: the fact or a subquery of it) sent in [start, end), or since
+    `start`. The range of day keys lets the `(app_key, sent_date_key)` index find them (a
+    row's day key is its UTC send date's); the send times keep the bounds exact."""
+    first = rows.c.sent_date_key >= date_key(start.astimezone(UTC).date())
+    if end is None:
+        return and_(first, rows.c.sent_at >= start)
+    last = rows.c.sent_date_key <= date_key((end - timedelta(microseconds=1)).astimezone(UTC).date())
+    return and_(first, last, rows.c.sent_at >= start, rows.c.sent_at < end)
 
 
 class FactSentCampaignSnapshot(Base):

@@ -20,6 +20,7 @@ from warehouse.models import (
     FactSentCampaign,
     FactSentCampaignSnapshot,
     LoadChunk,
+    sent_between,
     table_of,
 )
 
@@ -118,7 +119,7 @@ def dangling_dimension_keys(engine: Engine, app_id: str) -> CheckOutcome:
 def campaigns_in_window(engine: Engine, app_id: str, start: datetime, end: datetime) -> int:
     """Fact rows of one app sent in [start, end)."""
     rows = _app_rows(app_id)
-    query = select(func.count()).select_from(rows).where(rows.c.sent_at >= start, rows.c.sent_at < end)
+    query = select(func.count()).select_from(rows).where(sent_between(rows, start, end))
     with engine.connect() as conn:
         return conn.scalar(query) or 0
 
@@ -225,7 +226,7 @@ def refresh_window_evidence(
             )
             .join(snapshot, snapshot.c.sent_campaign_key == fact.c.sent_campaign_key)
             .join(app, app.c.app_key == fact.c.app_key)
-            .where(app.c.app_id == app_id, fact.c.sent_at >= as_of - timedelta(days=lookback_days))
+            .where(app.c.app_id == app_id, sent_between(fact, as_of - timedelta(days=lookback_days)))
             .group_by(fact.c.sent_campaign_key)
             .subquery("campaigns")
         )

@@ -22,6 +22,7 @@ from warehouse.load.result import LoadResult
 from warehouse.load.stage import stage
 from warehouse.models import (
     FactSentCampaign,
+    sent_between,
     table_of,
 )
 
@@ -33,7 +34,7 @@ def window_holds_campaigns(conn: Connection, app_key: int, window: Window) -> bo
 
 def _in_window(app_key: int, window: Window) -> ColumnElement[bool]:
     fact = table_of(FactSentCampaign)
-    return and_(fact.c.app_key == app_key, fact.c.sent_at >= window.start, fact.c.sent_at < window.end)
+    return and_(fact.c.app_key == app_key, sent_between(fact, window.start, window.end))
 
 
 def mark_missing(
