@@ -168,7 +168,7 @@ def copy_into_stage(
     valid_per_day: Counter[date] = Counter()
     seq = 0
     # One comparison a record: ids in strictly rising order cannot repeat, so the stage's sort
-    # for repeated reads is needed only when they do not rise (or do repeat).
+    # for repeated reads is needed only when they do not rise.
     last_id = ""
     ascending = True
     with stage_copy(conn) as copy:
