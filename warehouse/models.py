@@ -382,14 +382,24 @@ def date_key(day: date) -> int:
     return day.year * 10000 + day.month * 100 + day.day
 
 
+def first_day(start: datetime) -> date:
+    """The UTC day a window starting at `start` begins on."""
+    return start.astimezone(UTC).date()
+
+
+def last_day(end: datetime) -> date:
+    """The UTC day a window ending (exclusive) at `end` ends on."""
+    return (end - timedelta(microseconds=1)).astimezone(UTC).date()
+
+
 def sent_between(rows: Any, start: datetime, end: datetime | None = None) -> ColumnElement[bool]:
     """Fact rows (of `rows`: the fact or a subquery of it) sent in [start, end), or since
     `start`. The range of day keys lets the `(app_key, sent_date_key)` index find them (a
     row's day key is its UTC send date's); the send times keep the bounds exact."""
-    first = rows.c.sent_date_key >= date_key(start.astimezone(UTC).date())
+    first = rows.c.sent_date_key >= date_key(first_day(start))
     if end is None:
         return and_(first, rows.c.sent_at >= start)
-    last = rows.c.sent_date_key <= date_key((end - timedelta(microseconds=1)).astimezone(UTC).date())
+    last = rows.c.sent_date_key <= date_key(last_day(end))
     return and_(first, last, rows.c.sent_at >= start, rows.c.sent_at < end)
 
 

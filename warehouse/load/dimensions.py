@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, timedelta
+from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import (
@@ -40,6 +40,8 @@ from warehouse.models import (
     DimSender,
     DimStaff,
     DimTemplate,
+    first_day,
+    last_day,
     table_of,
 )
 
@@ -128,10 +130,10 @@ def _stage_dimensions(conn: Connection) -> None:
 def _insert_missing_days(conn: Connection, window: Window) -> int:
     """Every day of the window, campaigns or not, so BI tools see a calendar without gaps."""
     dim_date = table_of(DimDate)
-    first_day = window.start.astimezone(UTC).date()
-    last_day = (window.end - timedelta(microseconds=1)).astimezone(UTC).date()
     series = func.generate_series(
-        literal(first_day, Date), literal(last_day, Date), literal(timedelta(days=1), Interval)
+        literal(first_day(window.start), Date),
+        literal(last_day(window.end), Date),
+        literal(timedelta(days=1), Interval),
     ).column_valued("day")
     window_days = select(series.cast(Date).label("day"))
     # A record dated outside its window (CINNOX's clock, or a widened window) still needs its day.
