@@ -22,6 +22,8 @@ from pipelines.resources import WarehouseResource
 from warehouse import normalize
 from warehouse.load import LedgerKey, SettlePolicy, load_sent_campaigns
 from warehouse.load.chunks import load_window
+from warehouse.load import rebuild as rebuild_module
+from warehouse.load import replay
 from warehouse.load.rebuild import RebuildError, rebuild
 from warehouse.models import (
     CounterRegression,
@@ -334,6 +336,39 @@ def test_rejects_kept_as_text_survive_a_rebuild(warehouse: Engine, simulator: Si
     assert star(warehouse) == before
     with warehouse.connect() as conn:
         assert sorted(conn.execute(select(SentCampaignReject.payload_text, SentCampaignReject.reasons)).all()) == texts
+
+
+@pytest.mark.parametrize("failing", ["reader", "rebuild"])
+def test_a_failure_on_either_side_ends_the_replay_reader(
+    warehouse: Engine, simulator: SimulatorServer, monkeypatch: pytest.MonkeyPatch, failing: str
+) -> None:
+    """The replay is read on a thread with a connection of its own. An error there is raised
+    in the rebuild, and an error in the rebuild stops the reader while it waits to hand over
+    a batch; either way the transaction rolls back and the thread and its connection end."""
+    window = Window(datetime(2026, 5, 1, tzinfo=UTC), datetime(2026, 5, 3, tzinfo=UTC))
+    with CinnoxClient(simulator.url, APPS[0], f"sim-token-{APPS[0]}") as client:
+        load_window(warehouse, client, window, LedgerKey(APPS[0], "first", window))
+    before = star(warehouse)
+    # Batches of two records: the reader is far ahead of the rebuild, blocked on a full hand-over.
+    monkeypatch.setattr(replay, "REPLAY_BATCH", 2)
+
+    def broken(*args: object, **kwargs: object) -> object:
+        raise ValueError(f"broken on the {failing}'s side")
+
+    if failing == "reader":
+        monkeypatch.setattr(replay, "_step_records", broken)
+    else:
+        monkeypatch.setattr(rebuild_module, "stage_row", broken)
+    with pytest.raises(ValueError, match=f"broken on the {failing}'s side"):
+        rebuild(warehouse, [APPS[0]])
+
+    assert not [t for t in threading.enumerate() if t.name.startswith("cinnox-replay")]
+    assert warehouse.pool.checkedout() == 0  # type: ignore[attr-defined]
+    assert star(warehouse) == before
+    monkeypatch.undo()
+    (result,) = rebuild(warehouse, [APPS[0]])
+    assert result.fact_rows == len(before["fact"]) > 0
+    assert star(warehouse) == before
 
 
 def test_a_year_of_two_apps_rebuilds_to_the_same_star(warehouse: Engine, simulator: SimulatorServer) -> None:

@@ -19,6 +19,7 @@ from sqlalchemy import (
     and_,
     case,
     exists,
+    false,
     func,
     literal,
     not_,
@@ -74,11 +75,16 @@ def merge_fact(
     result: LoadResult,
     *,
     window_was_empty: bool = False,
+    app_was_empty: bool = False,
 ) -> None:
     """Counter regressions, the fact upsert, its history and the per-day figures: one statement.
 
     `window_was_empty`: the fact held no campaign of the app sent in the load's window before
     this merge (a first load of the window), so next to no staged record can be one it holds.
+    `app_was_empty`: it held no campaign of the app at all (a rebuild's first step, the app's
+    rows deleted in the same transaction), so every staged record is new and the fact is not
+    read: each lookup of a campaign would find only its deleted row, still in the indexes
+    (2.5 s of a 1M rebuild).
 
     Data-modifying CTEs all see the fact as it was before the statement, which is what the
     regressions (old against new values) and the stale count (rows holding a newer read) need.
@@ -87,9 +93,12 @@ def merge_fact(
     Each campaign's last read is read once, as prepare_stage marked it (four sorts before).
     """
     latest = latest_staged()
-    candidates, writes = fact_upsert(
-        app_key, run_id, settle, latest_unknown(app_key, settle, latest, materialized=not window_was_empty)
+    incoming = (
+        select(*_merged_columns(latest)).subquery("unknown")
+        if app_was_empty
+        else latest_unknown(app_key, settle, latest, materialized=not window_was_empty)
     )
+    candidates, writes = fact_upsert(app_key, run_id, settle, incoming, app_was_empty=app_was_empty)
     regressed = regressions_insert(app_key, run_id, candidates).returning(literal(1)).cte("regressed")
     history = history_insert(candidates)
     # The rows the upsert writes, per send day: every candidate but the stale ones.
@@ -200,9 +209,12 @@ def latest_unknown(app_key: int, settle: SettlePolicy, latest: Any, *, materiali
     # hash joins to small dimensions and the fact's unique key). Where next to nothing can be
     # known (a first load of the window) the copy buys nothing and costs a write and a read of
     # every staged record, so the filter runs inline.
-    needed = [c for c in latest.c if c.name not in _NOT_MERGED]
-    unknown = select(*needed).where(not_(known)).cte("unknown")
+    unknown = select(*_merged_columns(latest)).where(not_(known)).cte("unknown")
     return unknown.prefix_with("MATERIALIZED", dialect="postgresql") if materialized else unknown
+
+
+def _merged_columns(latest: Any) -> list[Any]:
+    return [c for c in latest.c if c.name not in _NOT_MERGED]
 
 
 def written_from(app_key: int, staged: Any) -> ColumnElement[bool]:
@@ -229,14 +241,17 @@ def settles(row: Any, observed_at: Any, changed_at: Any, settle: SettlePolicy) -
     )
 
 
-def fact_upsert(app_key: int, run_id: str | None, settle: SettlePolicy, latest: Any) -> tuple[CTE, tuple[CTE, CTE]]:
+def fact_upsert(
+    app_key: int, run_id: str | None, settle: SettlePolicy, latest: Any, *, app_was_empty: bool = False
+) -> tuple[CTE, tuple[CTE, ...]]:
     """The fact merge: staged campaigns resolved to dimension keys, inserted or updated only
     where a value differs (counters, descriptive values, or having settled). Returns the
     candidates (new or changed campaigns, and those whose row holds a newer read, `stale`, left
     alone; with the row's key and monotonic counters as they were: `current_key`,
     `previous_<counter>`; and the key the row has after the merge, `sent_campaign_key`) and the
     insert and update, as CTEs that return nothing: each candidate but the stale ones is
-    written as it stands."""
+    written as it stands. `app_was_empty`: the fact holds no row of the app; no lookup and
+    no update."""
     fact = table_of(FactSentCampaign)
     dim_channel = table_of(DimChannel)
     dim_sender = table_of(DimSender)
@@ -313,7 +328,10 @@ def fact_upsert(app_key: int, run_id: str | None, settle: SettlePolicy, latest: 
         .select_from(incoming)
         .outerjoin(
             current,
-            and_(
+            # With no row of the app, no lookup: every campaign is new.
+            false()
+            if app_was_empty
+            else and_(
                 current.c.app_key == app_key,
                 current.c.campaign_id == incoming.c.campaign_id,
             ),
@@ -375,7 +393,7 @@ def fact_upsert(app_key: int, run_id: str | None, settle: SettlePolicy, latest: 
         .where(fact.c.sent_campaign_key == candidates.c.current_key, not_(candidates.c.stale))
         .cte("updated")
     )
-    return candidates, (inserted, updated)
+    return candidates, (inserted,) if app_was_empty else (inserted, updated)
 
 
 def counters_complete(row: Any) -> ColumnElement[bool]:

@@ -1,8 +1,9 @@
 """Rebuild the star from the raw layer: no API request, today's normalisation rules.
 
     raw versions and rejects of an app, in read order  ->  replay steps (a campaign's n-th
-    version in step n)  ->  per step: COPY into the stage through `stage_record`, then the
-    load's own merges (dimensions, regressions, fact and history, raw, rejects)
+    version in step n; `replay.ReplayReader`, beside the deletes)  ->  per step: COPY into
+    the stage through `stage_record`, then the load's own merges (dimensions, regressions,
+    fact and history, raw, rejects)
 
 One transaction per app: the app's derived rows are deleted, the replay writes them again,
 and the commit swaps old for new at once; readers keep seeing the old rows until then (MVCC),
@@ -18,33 +19,26 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
-    BigInteger,
     Column,
     Connection,
     Engine,
     Integer,
     Interval,
-    LargeBinary,
     MetaData,
-    SmallInteger,
     Table,
     Text,
     and_,
-    case,
     delete,
-    exists,
     func,
     literal,
-    null,
     or_,
     select,
-    text,
     tuple_,
     union_all,
 )
@@ -55,8 +49,9 @@ from warehouse.load import DEFAULT_MERGE_LOCK_TIMEOUT, take_merge_lock
 from warehouse.load.dimensions import durable_sender_key, ensure_app, merge_dimensions
 from warehouse.load.fact import counters_complete, merge_fact
 from warehouse.load.raw import insert_raw_versions, insert_rejects
+from warehouse.load.replay import FROM_RAW, FROM_REJECT, REPLAY_BATCH, ReplayReader
 from warehouse.load.result import DEFAULT_SETTLE, LoadResult, SettlePolicy
-from warehouse.load.stage import prepare_stage, stage, stage_copy, stage_row
+from warehouse.load.stage import prepare_stage, stage, stage_copy, stage_row, tune_merge_transaction
 from warehouse.models import (
     COUNTER_COLUMNS,
     CounterRegression,
@@ -72,29 +67,10 @@ from warehouse.models import (
 )
 
 _log = logging.getLogger("warehouse.rebuild")
-# Records fetched from the replay order and COPYed per round trip: memory stays flat.
-REPLAY_BATCH = 5000
 # A stored version was inside the window it was read for; the window itself is not kept.
 _ANY_TIME = Window(datetime(1, 1, 2, tzinfo=UTC), datetime(9999, 12, 30, tzinfo=UTC))
-_FROM_RAW, _FROM_REJECT = 0, 1
 
 _temp = MetaData()
-# The replay order: every raw version and reject of the app, its step (the campaign's n-th
-# record in read order) and its place in the read order.
-_replay = Table(
-    "rebuild_replay",
-    _temp,
-    Column("step", Integer, primary_key=True),
-    Column("ord", BigInteger, primary_key=True),
-    Column("source", SmallInteger, nullable=False),
-    Column("campaign_id", Text),
-    Column("payload_hash", LargeBinary, nullable=False),
-    Column("extracted_at", TIMESTAMP(timezone=True), nullable=False),
-    Column("window_start", TIMESTAMP(timezone=True)),
-    Column("window_end", TIMESTAMP(timezone=True)),
-    prefixes=["TEMPORARY"],
-    postgresql_on_commit="DROP",
-)
 # The fact rows the rebuild replaces, where they hold what raw cannot reproduce.
 _previous = Table(
     "rebuild_previous",
@@ -213,16 +189,21 @@ def rebuild_app(
     result = RebuildResult(app_id)
     with engine.begin() as conn:
         take_merge_lock(conn, app_id, lock_timeout, logger or _log)
+        # Before the replay order's sorts too (two of every record, on disk at the default
+        # work_mem), not only the merges.
+        tune_merge_transaction(conn)
         app_key = ensure_app(conn, app_id)
         fact = table_of(FactSentCampaign)
         had_rows = conn.scalar(select(fact.c.sent_campaign_key).where(fact.c.app_key == app_key).limit(1)) is not None
-        _keep_previous(conn, app_key)
-        _delete_derived(conn, app_key)
-        steps = _plan_replay(conn, app_id)
-        reject_window = _ledger_span(conn, app_id)
-        for step in range(1, steps + 1):
-            _replay_step(conn, app_id, app_key, step, settle, reject_window, result)
-        result.steps = steps
+        # Started under the merge lock: the reader's connection then sees the app's raw
+        # records as this transaction does. It plans the replay while the deletes run here.
+        with ReplayReader(engine, app_id) as replay:
+            _keep_previous(conn, app_key)
+            _delete_derived(conn, app_key)
+            reject_window = _ledger_span(conn, app_id)
+            result.steps = replay.steps()
+            for step in range(1, result.steps + 1):
+                _replay_step(conn, app_id, app_key, step, replay.batches(step), settle, reject_window, result)
         result.dimension_rows_dropped = _drop_unused_dimensions(conn, app_key)
         result.settled_carried, result.missing_carried = _carry_over(conn, app_key)
         if not had_rows:
@@ -270,7 +251,10 @@ def _drop_unused_dimensions(conn: Connection, app_key: int) -> int:
     dropped = 0
     for model, key in ((DimStaff, "staff_key"), (DimTemplate, "template_key"), (DimSender, "sender_key")):
         table = table_of(model)
-        unused = ~exists().where(fact.c.app_key == app_key, fact.c[key] == table.c[key])
+        # The keys in use, hashed from one scan of the fact: as NOT EXISTS the planner scanned
+        # the fact once per dimension row (2.2 s for 50 staff at 1M, past the deleted rows).
+        used = select(fact.c[key]).where(fact.c.app_key == app_key, fact.c[key].is_not(None)).distinct()
+        unused = table.c[key].not_in(used)
         statement = delete(table).where(table.c.app_key == app_key, unused)
         dropped += conn.execute(statement.execution_options(preserve_rowcount=True)).rowcount
     if dropped:
@@ -289,52 +273,6 @@ def _drop_unused_dimensions(conn: Connection, app_key: int) -> int:
     return dropped
 
 
-def _plan_replay(conn: Connection, app_id: str) -> int:
-    """Fill the replay order; returns the number of steps (the most records of one campaign)."""
-    _replay.create(conn)
-    raw = table_of(SentCampaignPayload)
-    rejects = table_of(SentCampaignReject)
-    records = union_all(
-        select(
-            literal(_FROM_RAW, SmallInteger).label("source"),
-            raw.c.campaign_id,
-            raw.c.payload_hash,
-            raw.c.extracted_at,
-            null().label("window_start"),
-            null().label("window_end"),
-        ).where(raw.c.app_id == app_id),
-        select(
-            literal(_FROM_REJECT, SmallInteger),
-            rejects.c.campaign_id,
-            rejects.c.payload_hash,
-            rejects.c.rejected_at,
-            rejects.c.window_start,
-            rejects.c.window_end,
-        ).where(rejects.c.app_id == app_id),
-    ).subquery("records")
-    r = records.c
-    read_order = [r.extracted_at, r.source, r.campaign_id, r.payload_hash]
-    ordered = select(
-        func.row_number()
-        .over(
-            # A reject without an id is a campaign of its own.
-            partition_by=[r.campaign_id, case((r.campaign_id.is_(None), r.payload_hash))],
-            order_by=read_order,
-        )
-        .label("step"),
-        func.row_number().over(order_by=read_order).label("ord"),
-        r.source,
-        r.campaign_id,
-        r.payload_hash,
-        r.extracted_at,
-        r.window_start,
-        r.window_end,
-    )
-    conn.execute(_replay.insert().from_select([c.name for c in _replay.columns], ordered))
-    conn.execute(text(f"ANALYZE {_replay.name}"))
-    return int(conn.scalar(select(func.coalesce(func.max(_replay.c.step), 0))) or 0)
-
-
 def _ledger_span(conn: Connection, app_id: str) -> Window | None:
     """The span of every window the app's loads read (the ledger), for versions today's rules
     reject: raw does not keep the window a version was read for."""
@@ -350,6 +288,7 @@ def _replay_step(
     app_id: str,
     app_key: int,
     step: int,
+    records: Iterable[Sequence[Any]],
     settle: SettlePolicy,
     reject_window: Window | None,
     result: RebuildResult,
@@ -357,8 +296,8 @@ def _replay_step(
     """The step's records through the stage and the load's merges, as one chunk's load."""
     stage.create(conn)
     now_loaded: list[bytes] = []
-    _copy_step(conn, app_id, step, result, now_loaded)
-    superseded = prepare_stage(conn)
+    campaigns_distinct = _copy_step(conn, records, result, now_loaded)
+    superseded = prepare_stage(conn, campaigns_distinct=campaigns_distinct)
     first, last = conn.execute(select(func.min(stage.c.sent_at), func.max(stage.c.sent_at))).one()
     window = (
         Window(_day(first), _day(last) + timedelta(days=1))
@@ -371,7 +310,8 @@ def _replay_step(
         # would make them look stored), their reject rows go.
         insert_raw_versions(conn, app_id, app_key, None, repeats=superseded > 0)
     result.dimension_rows += merge_dimensions(conn, app_key, window)
-    merge_fact(conn, app_key, None, settle, figures)
+    # The first step's merge finds the app's fact emptied by `_delete_derived`.
+    merge_fact(conn, app_key, None, settle, figures, app_was_empty=step == 1)
     result.snapshot_rows += figures.snapshots_inserted
     result.counter_regressions += figures.counter_regressions
     if now_loaded:
@@ -402,69 +342,43 @@ def _day(moment: datetime) -> datetime:
     return datetime.combine(moment.astimezone(UTC).date(), datetime.min.time(), UTC)
 
 
-def _copy_step(conn: Connection, app_id: str, step: int, result: RebuildResult, now_loaded: list[bytes]) -> None:
-    """COPY the step's records into the stage in batches of REPLAY_BATCH, through today's rules.
-
-    One query for the whole step, read through a server-side cursor a batch at a time: memory
-    stays flat, and PostgreSQL joins the replay order with raw once (a query per batch of
-    5,000, each an index lookup per record, was 1.0 s of a 100k rebuild)."""
-    raw = table_of(SentCampaignPayload)
-    rejects = table_of(SentCampaignReject)
-    r = _replay
-    query = (
-        select(
-            r.c.ord,
-            r.c.source,
-            r.c.payload_hash,
-            r.c.extracted_at,
-            r.c.window_start,
-            r.c.window_end,
-            func.coalesce(raw.c.payload.cast(Text), rejects.c.payload.cast(Text)),
-            rejects.c.payload_text,
-        )
-        .select_from(r)
-        .outerjoin(
-            raw,
-            and_(
-                r.c.source == _FROM_RAW,
-                raw.c.app_id == app_id,
-                raw.c.campaign_id == r.c.campaign_id,
-                raw.c.payload_hash == r.c.payload_hash,
-            ),
-        )
-        .outerjoin(
-            rejects,
-            and_(r.c.source == _FROM_REJECT, rejects.c.app_id == app_id, rejects.c.payload_hash == r.c.payload_hash),
-        )
-        .where(r.c.step == step)
-        .order_by(r.c.ord)
-    )
-    replayed = conn.execute(query.execution_options(stream_results=True, max_row_buffer=REPLAY_BATCH))
-    for batch in replayed.partitions(REPLAY_BATCH):
+def _copy_step(
+    conn: Connection, records: Iterable[Sequence[Any]], result: RebuildResult, now_loaded: list[bytes]
+) -> bool:
+    """COPY the step's records (batches of `ReplayReader.batches`) into the stage, through
+    today's rules. Returns whether no valid campaign was staged twice: true when each kept the
+    id the replay order gave it (a step holds one record of each), so the stage needs no
+    repeated-reads pass."""
+    distinct = True
+    for batch in records:
         with stage_copy(conn) as copy:
-            for ord_, source, stored_hash, extracted_at, window_start, window_end, payload, payload_text in batch:
+            for ord_, campaign_id, source, stored_hash, extracted_at, start, end, payload, payload_text in batch:
                 stored = payload if payload is not None else payload_text or "null"
                 record: Any = parse_json_body(stored.encode())
-                if record is None and stored.strip() != "null" and source == _FROM_REJECT:
+                if record is None and stored.strip() != "null" and source == FROM_REJECT:
                     # Text no JSON parser here reads: nothing to re-examine; the reject stays as it is.
                     result.records += 1
                     result.rejected += 1
                     continue
-                window = _ANY_TIME if source == _FROM_RAW else Window(window_start, window_end)
+                window = _ANY_TIME if source == FROM_RAW else Window(start, end)
                 row, rejection = stage_row(ord_, True, record, window, extracted_at)
                 result.records += 1
                 if rejection is not None:
                     result.rejected += 1
-                    if source == _FROM_REJECT:
+                    if source == FROM_REJECT:
                         # The same record: keyed by its stored hash, so its row is kept.
                         row = (*row[:7], stored_hash, *row[8:])
                     copy.write_row(row)
                     continue
                 result.valid += 1
-                if source == _FROM_REJECT:
+                # Today's rules may read an id another record of the step has (a reject kept
+                # without one, an id read differently).
+                distinct = distinct and row[2] == campaign_id
+                if source == FROM_REJECT:
                     result.now_loaded += 1
                     now_loaded.append(stored_hash)
                 copy.write_row(row)
+    return distinct
 
 
 def _carry_over(conn: Connection, app_key: int) -> tuple[int, int]:
@@ -549,7 +463,6 @@ def describe_apps(results: Sequence[RebuildResult]) -> str:
 
 
 __all__ = [
-    "REPLAY_BATCH",
     "RebuildError",
     "RebuildResult",
     "describe_apps",

@@ -110,6 +110,18 @@ def prepare_stage(conn: Connection, *, campaigns_distinct: bool = False) -> int:
 
     `campaigns_distinct`: the caller knows no valid campaign was staged twice (`StagedRecords`),
     so there is nothing to mark and the stage's sort by campaign id is saved (0.5 s at 1M)."""
+    tune_merge_transaction(conn)
+    superseded = 0 if campaigns_distinct else _mark_superseded(conn)
+    # A tenth of the default sample (3,000 rows): the plans need row counts and distinct
+    # counts, not fine histograms, and the full sample was 0.3 s of a 100k load.
+    conn.execute(select(func.set_config("default_statistics_target", "10", True)))
+    conn.execute(text(f"ANALYZE {stage.name} ({_ANALYZED_COLUMNS})"))
+    conn.execute(text("RESET default_statistics_target"))
+    return superseded
+
+
+def tune_merge_transaction(conn: Connection) -> None:
+    """The planner settings of a merge, for the rest of the caller's transaction."""
     conn.execute(select(func.set_config("work_mem", MERGE_WORK_MEM, True)))
     # No JIT compilation: a first load's merge statement is priced past PostgreSQL's thresholds
     # for optimising and inlining, and compiling it took 1.25 s at 1M, more than the compiled
@@ -120,13 +132,6 @@ def prepare_stage(conn: Connection, *, campaigns_distinct: bool = False) -> int:
     # (its attributes as one value) far too cheap: a merge join sorted 100k of them (0.3 s of
     # a 100k load).
     conn.execute(select(func.set_config("enable_mergejoin", "off", True)))
-    superseded = 0 if campaigns_distinct else _mark_superseded(conn)
-    # A tenth of the default sample (3,000 rows): the plans need row counts and distinct
-    # counts, not fine histograms, and the full sample was 0.3 s of a 100k load.
-    conn.execute(select(func.set_config("default_statistics_target", "10", True)))
-    conn.execute(text(f"ANALYZE {stage.name} ({_ANALYZED_COLUMNS})"))
-    conn.execute(text("RESET default_statistics_target"))
-    return superseded
 
 
 def _mark_superseded(conn: Connection) -> int:
