@@ -47,7 +47,7 @@ from warehouse.models import SentCampaignPayload, SentCampaignReject, table_of
 
 # Records fetched and handed over per batch; with READ_AHEAD batches waiting, memory stays flat.
 REPLAY_BATCH = 5000
-READ_AHEAD = 4
+READ_AHEAD = 2
 FROM_RAW, FROM_REJECT = 0, 1
 
 _temp = MetaData()
