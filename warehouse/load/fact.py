@@ -83,8 +83,8 @@ def merge_fact(
     this merge (a first load of the window), so next to no staged record can be one it holds.
     `app_was_empty`: it held no campaign of the app at all (a rebuild's first step, the app's
     rows deleted in the same transaction), so every staged record is new and the fact is not
-    read: each lookup of a campaign would find only its deleted row, still in the indexes
-    (2.5 s of a 1M rebuild).
+    read: each lookup of a campaign would find only its deleted row, still in the indexes (a
+    1M rebuild's merge took 16.4 s with the lookups and the update, 11.4 s without).
 
     Data-modifying CTEs all see the fact as it was before the statement, which is what the
     regressions (old against new values) and the stale count (rows holding a newer read) need.
