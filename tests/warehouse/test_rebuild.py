@@ -20,10 +20,9 @@ from cinnox.simulator import FaultKind, SimulatorServer
 from pipelines.rebuild_job import cinnox_rebuild
 from pipelines.resources import WarehouseResource
 from warehouse import normalize
-from warehouse.load import LedgerKey, SettlePolicy, load_sent_campaigns
-from warehouse.load.chunks import load_window
+from warehouse.load import LedgerKey, SettlePolicy, load_sent_campaigns, replay
 from warehouse.load import rebuild as rebuild_module
-from warehouse.load import replay
+from warehouse.load.chunks import load_window
 from warehouse.load.rebuild import RebuildError, rebuild
 from warehouse.models import (
     CounterRegression,
