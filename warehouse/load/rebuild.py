@@ -189,8 +189,7 @@ def rebuild_app(
     result = RebuildResult(app_id)
     with engine.begin() as conn:
         take_merge_lock(conn, app_id, lock_timeout, logger or _log)
-        # Before the replay order's sorts too (two of every record, on disk at the default
-        # work_mem), not only the merges.
+        # For the deletes' hash joins too, not only the merges (the reader sets its own).
         tune_merge_transaction(conn)
         app_key = ensure_app(conn, app_id)
         fact = table_of(FactSentCampaign)
