@@ -382,6 +382,11 @@ def date_key(day: date) -> int:
     return day.year * 10000 + day.month * 100 + day.day
 
 
+def day_of_key(key: int) -> date:
+    """The day of a `dim_date.date_key`."""
+    return date(key // 10000, key // 100 % 100, key % 100)
+
+
 def first_day(start: datetime) -> date:
     """The UTC day a window starting at `start` begins on."""
     return start.astimezone(UTC).date()

@@ -47,6 +47,7 @@ from warehouse.models import (
     DimTemplate,
     FactSentCampaign,
     FactSentCampaignSnapshot,
+    day_of_key,
     table_of,
 )
 
@@ -145,7 +146,7 @@ def merge_fact(
     staged_days: dict[date, list[int]] = {}
     for date_key, day, a, b, c in rows:
         if date_key is not None:
-            figures = result.day(_day_of_key(int(date_key)))
+            figures = result.day(day_of_key(int(date_key)))
             figures.inserted += int(a)
             figures.updated += int(b) - int(a)
             result.inserted += int(a)
@@ -169,10 +170,6 @@ def merge_fact(
     result.duplicates = result.valid - distinct_in_final
     analyze_if_grown(conn, FactSentCampaign, result.inserted)
     analyze_if_grown(conn, FactSentCampaignSnapshot, result.snapshots_inserted)
-
-
-def _day_of_key(date_key: int) -> date:
-    return date(date_key // 10000, date_key // 100 % 100, date_key % 100)
 
 
 def latest_staged() -> Subquery:
