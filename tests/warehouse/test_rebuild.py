@@ -4,7 +4,9 @@ equals the loaded one, readers never see a half-built one, and today's rules app
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -368,6 +370,46 @@ def test_a_failure_on_either_side_ends_the_replay_reader(
     (result,) = rebuild(warehouse, [APPS[0]])
     assert result.fact_rows == len(before["fact"]) > 0
     assert star(warehouse) == before
+
+
+def test_a_long_rebuild_says_how_far_it_is(
+    warehouse: Engine, simulator: SimulatorServer, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A line when the replay is planned, then while each step is staged and before it merges:
+    here with no wait between lines and batches of 50 records."""
+    window = Window(datetime(2026, 5, 1, tzinfo=UTC), datetime(2026, 5, 3, tzinfo=UTC))
+    for n in range(2):  # two reads a day apart: the campaigns whose counters moved have two versions
+        simulator.now = window.end + timedelta(days=n)
+        with CinnoxClient(simulator.url, APPS[0], f"sim-token-{APPS[0]}") as client:
+            load_window(warehouse, client, window, LedgerKey(APPS[0], f"run-{n}", window))
+    with warehouse.connect() as conn:
+        campaigns = conn.scalar(select(func.count()).select_from(FactSentCampaign))
+        versions = conn.scalar(select(func.count()).select_from(SentCampaignPayload))
+    assert versions > campaigns > 50
+    monkeypatch.setattr(rebuild_module, "PROGRESS_SECONDS", 0.0)
+    monkeypatch.setattr(replay, "REPLAY_BATCH", 50)
+    caplog.set_level(logging.INFO, logger="warehouse.rebuild")
+
+    (result,) = rebuild(warehouse, [APPS[0]])
+
+    # Without the seconds at the end of each progress line.
+    lines = [re.sub(r", \d+s$", "", r.getMessage()) for r in caplog.records if r.name == "warehouse.rebuild"]
+    second = versions - campaigns  # each campaign has at most two versions here
+    prefix = f"rebuilding {APPS[0]}: step"
+
+    def step(n: int, size: int, merged: int) -> list[str]:
+        so_far = f"{merged:,} of {versions:,} records merged so far"
+        staged = [f"{prefix} {n} of 2, staging: {k:,} of its {size:,} records; {so_far}" for k in range(50, size, 50)]
+        return [*staged, f"{prefix} {n} of 2, staging: {size:,} of its {size:,} records; {so_far}",
+                f"{prefix} {n} of 2, merging its {size:,} records; {so_far}"]  # fmt: skip
+
+    assert result.steps == 2
+    assert lines[:-1] == [
+        f"rebuilding {APPS[0]}: {versions:,} stored record(s) to replay in 2 step(s), the first holding {campaigns:,}",
+        *step(1, campaigns, 0),
+        *step(2, second, campaigns),
+    ]
+    assert lines[-1].startswith(f"rebuilt {APPS[0]}: {versions} raw records in 2 step(s)")
 
 
 def test_a_year_of_two_apps_rebuilds_to_the_same_star(warehouse: Engine, simulator: SimulatorServer) -> None:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -67,6 +67,9 @@ from warehouse.models import (
 )
 
 _log = logging.getLogger("warehouse.rebuild")
+# A rebuild of millions of campaigns takes minutes in one transaction; whoever watches it
+# (make rebuild, the Dagster run's log) sees a line at least this often while it moves.
+PROGRESS_SECONDS = 10.0
 # A stored version was inside the window it was read for; the window itself is not kept.
 _ANY_TIME = Window(datetime(1, 1, 2, tzinfo=UTC), datetime(9999, 12, 30, tzinfo=UTC))
 
@@ -187,8 +190,9 @@ def rebuild_app(
     """Re-derive one app's star from its raw records in one transaction."""
     began = time.monotonic()
     result = RebuildResult(app_id)
+    log = logger or _log
     with engine.begin() as conn:
-        take_merge_lock(conn, app_id, lock_timeout, logger or _log)
+        take_merge_lock(conn, app_id, lock_timeout, log)
         # For the deletes' hash joins too, not only the merges (the reader sets its own).
         tune_merge_transaction(conn)
         app_key = ensure_app(conn, app_id)
@@ -200,9 +204,11 @@ def rebuild_app(
             _keep_previous(conn, app_key)
             _delete_derived(conn, app_key)
             reject_window = _ledger_span(conn, app_id)
-            result.steps = replay.steps()
+            sizes = replay.step_sizes()
+            result.steps = len(sizes)
+            progress = _Progress(log, app_id, sizes, began)
             for step in range(1, result.steps + 1):
-                _replay_step(conn, app_id, app_key, step, replay.batches(step), settle, reject_window, result)
+                _replay_step(conn, app_id, app_key, step, replay.batches(step), settle, reject_window, result, progress)
         result.dimension_rows_dropped = _drop_unused_dimensions(conn, app_key)
         result.settled_carried, result.missing_carried = _carry_over(conn, app_key)
         if not had_rows:
@@ -291,11 +297,13 @@ def _replay_step(
     settle: SettlePolicy,
     reject_window: Window | None,
     result: RebuildResult,
+    progress: _Progress,
 ) -> None:
     """The step's records through the stage and the load's merges, as one chunk's load."""
     stage.create(conn)
     now_loaded: list[bytes] = []
-    campaigns_distinct = _copy_step(conn, records, result, now_loaded)
+    campaigns_distinct = _copy_step(conn, records, result, now_loaded, lambda staged: progress.staged(step, staged))
+    progress.merging(step)
     superseded = prepare_stage(conn, campaigns_distinct=campaigns_distinct)
     first, last = conn.execute(select(func.min(stage.c.sent_at), func.max(stage.c.sent_at))).one()
     window = (
@@ -335,6 +343,7 @@ def _replay_step(
     )
     result.newly_rejected += insert_rejects(conn, app_id, reject_window or window, None)
     stage.drop(conn)
+    progress.merged(step)
 
 
 def _day(moment: datetime) -> datetime:
@@ -342,13 +351,18 @@ def _day(moment: datetime) -> datetime:
 
 
 def _copy_step(
-    conn: Connection, records: Iterable[Sequence[Any]], result: RebuildResult, now_loaded: list[bytes]
+    conn: Connection,
+    records: Iterable[Sequence[Any]],
+    result: RebuildResult,
+    now_loaded: list[bytes],
+    staged: Callable[[int], None],
 ) -> bool:
     """COPY the step's records (batches of `ReplayReader.batches`) into the stage, through
     today's rules. Returns whether no valid campaign was staged twice: true when each kept the
     id the replay order gave it (a step holds one record of each), so the stage needs no
-    repeated-reads pass."""
+    repeated-reads pass. `staged` hears how many records of the step are staged, after each batch."""
     distinct = True
+    count = 0
     for batch in records:
         with stage_copy(conn) as copy:
             for ord_, campaign_id, source, stored_hash, extracted_at, start, end, payload, payload_text in batch:
@@ -377,7 +391,59 @@ def _copy_step(
                     result.now_loaded += 1
                     now_loaded.append(stored_hash)
                 copy.write_row(row)
+        count += len(batch)
+        staged(count)
     return distinct
+
+
+class _Progress:
+    """The rebuild's progress lines: one when the replay is planned, then at most one every
+    PROGRESS_SECONDS, saying the step, what it does and how many records are behind it."""
+
+    def __init__(self, log: Any, app_id: str, sizes: Sequence[int], began: float) -> None:
+        self._log = log
+        self._app_id = app_id
+        self._sizes = sizes
+        self._total = sum(sizes)
+        self._merged = 0
+        self._began = began
+        self._last = time.monotonic()
+        self._reported = 0  # the last step a line was written for
+        log.info(
+            "rebuilding %s: %s stored record(s) to replay in %d step(s), the first holding %s",
+            app_id,
+            f"{self._total:,}",
+            len(sizes),
+            f"{sizes[0]:,}" if sizes else "none",
+        )
+
+    def staged(self, step: int, count: int) -> None:
+        self._line(step, f"staging: {count:,} of its {self._sizes[step - 1]:,} records")
+
+    def merging(self, step: int) -> None:
+        # A step long enough to report its staging gets its merge announced too: the merge is
+        # one statement, as long again, with no line in between.
+        self._line(step, f"merging its {self._sizes[step - 1]:,} records", now=self._reported == step)
+
+    def merged(self, step: int) -> None:
+        self._merged += self._sizes[step - 1]
+
+    def _line(self, step: int, doing: str, *, now: bool = False) -> None:
+        moment = time.monotonic()
+        if not now and moment - self._last < PROGRESS_SECONDS:
+            return
+        self._last = moment
+        self._reported = step
+        self._log.info(
+            "rebuilding %s: step %d of %d, %s; %s of %s records merged so far, %.0fs",
+            self._app_id,
+            step,
+            len(self._sizes),
+            doing,
+            f"{self._merged:,}",
+            f"{self._total:,}",
+            moment - self._began,
+        )
 
 
 def _carry_over(conn: Connection, app_key: int) -> tuple[int, int]:

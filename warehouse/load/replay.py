@@ -77,7 +77,7 @@ class ReplayReader:
     """Reads `app_id`'s replay on a thread with a connection of its own; used as a context
     manager, which stops the thread on the way out, whether the replay was read to the end or not.
 
-    `steps()` waits for the order and says how many steps it has; `batches(step)` yields that
+    `step_sizes()` waits for the order and says how many records each step has; `batches(step)` yields that
     step's records, a step at a time and in step order, as rows of
     (ord, campaign_id, source, payload_hash, extracted_at, window_start, window_end, payload
     text, rejected text). An error on the reader's side is raised in the caller's thread.
@@ -106,8 +106,8 @@ class ReplayReader:
                 self._handed.get(timeout=0.05)
         self._thread.join()
 
-    def steps(self) -> int:
-        return int(self._take("steps"))
+    def step_sizes(self) -> list[int]:
+        return list(self._take("steps"))
 
     def batches(self, step: int) -> Iterator[Sequence[Any]]:
         while True:
@@ -147,9 +147,9 @@ class ReplayReader:
                 tune_merge_transaction(conn)
                 # Every row of each step's cursor is read: plan for all, not the first tenth.
                 conn.execute(select(func.set_config("cursor_tuple_fraction", "1", True)))
-                steps = _plan_replay(conn, self._app_id)
-                self._hand("steps", steps)
-                for step in range(1, steps + 1):
+                sizes = _plan_replay(conn, self._app_id)
+                self._hand("steps", sizes)
+                for step in range(1, len(sizes) + 1):
                     query = _step_records(self._app_id, step)
                     rows = conn.execute(query.execution_options(stream_results=True, max_row_buffer=REPLAY_BATCH))
                     for batch in rows.partitions(REPLAY_BATCH):
@@ -164,8 +164,9 @@ class ReplayReader:
                 return
 
 
-def _plan_replay(conn: Connection, app_id: str) -> int:
-    """Fill the replay order; returns the number of steps (the most records of one campaign)."""
+def _plan_replay(conn: Connection, app_id: str) -> list[int]:
+    """Fill the replay order; returns how many records each step holds, step 1 first (as many
+    steps as the most records of one campaign)."""
     _replay.create(conn)
     raw = table_of(SentCampaignPayload)
     rejects = table_of(SentCampaignReject)
@@ -207,7 +208,8 @@ def _plan_replay(conn: Connection, app_id: str) -> int:
     )
     conn.execute(_replay.insert().from_select([c.name for c in _replay.columns], ordered))
     conn.execute(text(f"ANALYZE {_replay.name}"))
-    return int(conn.scalar(select(func.coalesce(func.max(_replay.c.step), 0))) or 0)
+    sizes = conn.execute(select(_replay.c.step, func.count()).group_by(_replay.c.step).order_by(_replay.c.step))
+    return [int(count) for _, count in sizes]
 
 
 def _step_records(app_id: str, step: int) -> Any:
