@@ -68,7 +68,7 @@ from warehouse.models import (
 
 _log = logging.getLogger("warehouse.rebuild")
 # A rebuild of millions of campaigns takes minutes in one transaction; whoever watches it
-# (make rebuild, the Dagster run's log) sees a line at least this often while it moves.
+# (make rebuild, the Dagster run's log) sees a line about this often while records are staged.
 PROGRESS_SECONDS = 10.0
 # A stored version was inside the window it was read for; the window itself is not kept.
 _ANY_TIME = Window(datetime(1, 1, 2, tzinfo=UTC), datetime(9999, 12, 30, tzinfo=UTC))
