@@ -352,6 +352,7 @@ def test_a_failure_on_either_side_ends_the_replay_reader(
     before = star(warehouse)
     # Batches of two records: the reader is far ahead of the rebuild, blocked on a full hand-over.
     monkeypatch.setattr(replay, "REPLAY_BATCH", 2)
+    monkeypatch.setattr(replay, "_FIRST_BATCH", 2)
 
     def broken(*args: object, **kwargs: object) -> object:
         raise ValueError(f"broken on the {failing}'s side")
@@ -388,6 +389,7 @@ def test_a_long_rebuild_says_how_far_it_is(
     assert versions > campaigns > 50
     monkeypatch.setattr(rebuild_module, "PROGRESS_SECONDS", 0.0)
     monkeypatch.setattr(replay, "REPLAY_BATCH", 50)
+    monkeypatch.setattr(replay, "_FIRST_BATCH", 50)
     caplog.set_level(logging.INFO, logger="warehouse.rebuild")
 
     (result,) = rebuild(warehouse, [APPS[0]])
@@ -410,6 +412,38 @@ def test_a_long_rebuild_says_how_far_it_is(
         *step(2, second, campaigns),
     ]
     assert lines[-1].startswith(f"rebuilt {APPS[0]}: {versions} raw records in 2 step(s)")
+
+
+def test_large_records_are_replayed_in_smaller_batches(
+    warehouse: Engine, simulator: SimulatorServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The reader cuts its batches by the stored text they carry, not by count alone: here
+    records of over 2,000 characters against a budget of 10,000 a batch."""
+    window = Window(datetime(2026, 5, 1, tzinfo=UTC), datetime(2026, 5, 2, tzinfo=UTC))
+    records = simulator.universe.campaigns(APPS[0], window.start, window.end, simulator.now)[:40]
+    large = [{**record, "subject": "x" * 2000} for record in records]
+    load_sent_campaigns(warehouse, APPS[0], window, [Page(APPS[0], window, 0, large, len(large), datetime.now(UTC), 1)])
+    loaded = star(warehouse)
+    monkeypatch.setattr(replay, "REPLAY_BATCH_CHARS", 10_000)
+    monkeypatch.setattr(replay, "_FIRST_BATCH", 3)
+    handed: list[list[int]] = []  # the stored text of each record, batch by batch
+    hand = replay.ReplayReader._hand
+
+    def noting(reader: replay.ReplayReader, kind: str, value: Any) -> None:
+        if kind == "rows":
+            handed.append([len(row[7] or "") + len(row[8] or "") for row in value])
+        hand(reader, kind, value)
+
+    monkeypatch.setattr(replay.ReplayReader, "_hand", noting)
+
+    (result,) = rebuild(warehouse, [APPS[0]])
+
+    assert star(warehouse) == loaded
+    assert result.records == sum(map(len, handed)) == 40
+    assert min(map(min, handed)) > 2000
+    assert len(handed[0]) == 3
+    assert all(sum(batch) <= 10_000 for batch in handed)
+    assert len(handed) >= 10
 
 
 def test_a_year_of_two_apps_rebuilds_to_the_same_star(warehouse: Engine, simulator: SimulatorServer) -> None:

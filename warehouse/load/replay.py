@@ -48,6 +48,12 @@ from warehouse.models import SentCampaignPayload, SentCampaignReject, table_of
 # Records fetched and handed over per batch; with READ_AHEAD batches waiting, memory stays flat.
 REPLAY_BATCH = 5000
 READ_AHEAD = 2
+# And about this much stored text per batch, judged by the largest record of the step read so
+# far: a page may hold a record of up to 16 MB (CINNOX_MAX_RESPONSE_BYTES), and 5,000 of those
+# would not fit in memory. Ordinary records (a few hundred characters) keep REPLAY_BATCH.
+REPLAY_BATCH_CHARS = 16 * 1024 * 1024
+# The first batch of a step, before any of its sizes is known.
+_FIRST_BATCH = 200
 FROM_RAW, FROM_REJECT = 0, 1
 
 _temp = MetaData()
@@ -150,10 +156,13 @@ class ReplayReader:
                 sizes = _plan_replay(conn, self._app_id)
                 self._hand("steps", sizes)
                 for step in range(1, len(sizes) + 1):
-                    query = _step_records(self._app_id, step)
-                    rows = conn.execute(query.execution_options(stream_results=True, max_row_buffer=REPLAY_BATCH))
-                    for batch in rows.partitions(REPLAY_BATCH):
+                    rows = conn.execute(_step_records(self._app_id, step).execution_options(stream_results=True))
+                    size, largest = _FIRST_BATCH, 1
+                    # Each fetch is a FETCH of `size` rows from the server-side cursor, no more.
+                    while batch := rows.fetchmany(size):
                         self._hand("rows", batch)
+                        largest = max(largest, _largest_text(batch))
+                        size = max(1, min(REPLAY_BATCH, REPLAY_BATCH_CHARS // largest))
                     self._hand("end", step)
         except _Stopped:
             return
@@ -162,6 +171,11 @@ class ReplayReader:
                 self._hand("error", exc)
             except _Stopped:
                 return
+
+
+def _largest_text(batch: Sequence[Any]) -> int:
+    """The most characters of stored text (the payload, or a reject's text) one row carries."""
+    return max(len(row[7] or "") + len(row[8] or "") for row in batch)
 
 
 def _plan_replay(conn: Connection, app_id: str) -> list[int]:
