@@ -49,7 +49,7 @@ from warehouse.load import DEFAULT_MERGE_LOCK_TIMEOUT, take_merge_lock
 from warehouse.load.dimensions import durable_sender_key, ensure_app, merge_dimensions
 from warehouse.load.fact import counters_complete, merge_fact
 from warehouse.load.raw import insert_raw_versions, insert_rejects
-from warehouse.load.replay import FROM_RAW, FROM_REJECT, REPLAY_BATCH, ReplayReader
+from warehouse.load.replay import FROM_RAW, FROM_REJECT, ReplayReader
 from warehouse.load.result import DEFAULT_SETTLE, LoadResult, SettlePolicy
 from warehouse.load.stage import prepare_stage, stage, stage_copy, stage_row, tune_merge_transaction
 from warehouse.models import (
@@ -70,6 +70,8 @@ _log = logging.getLogger("warehouse.rebuild")
 # A rebuild of millions of campaigns takes minutes in one transaction; whoever watches it
 # (make rebuild, the Dagster run's log) sees a line about this often while records are staged.
 PROGRESS_SECONDS = 10.0
+# Reject hashes per DELETE ... IN (...): one bind parameter each, far below the 65,535 allowed.
+_HASHES_PER_DELETE = 5000
 # A stored version was inside the window it was read for; the window itself is not kept.
 _ANY_TIME = Window(datetime(1, 1, 2, tzinfo=UTC), datetime(9999, 12, 30, tzinfo=UTC))
 
@@ -323,10 +325,11 @@ def _replay_step(
     result.counter_regressions += figures.counter_regressions
     if now_loaded:
         rejects = table_of(SentCampaignReject)
-        for start in range(0, len(now_loaded), REPLAY_BATCH):
+        for start in range(0, len(now_loaded), _HASHES_PER_DELETE):
             conn.execute(
                 delete(rejects).where(
-                    rejects.c.app_id == app_id, rejects.c.payload_hash.in_(now_loaded[start : start + REPLAY_BATCH])
+                    rejects.c.app_id == app_id,
+                    rejects.c.payload_hash.in_(now_loaded[start : start + _HASHES_PER_DELETE]),
                 )
             )
     # Stored rejects are staged under their own hash: their rows stay, with today's reasons.
