@@ -360,7 +360,7 @@ def test_a_failure_on_either_side_ends_the_replay_reader(
     if failing == "reader":
         monkeypatch.setattr(replay, "_step_records", broken)
     else:
-        monkeypatch.setattr(rebuild_module, "stage_row", broken)
+        monkeypatch.setattr(rebuild_module, "stored_version_row", broken)
     with pytest.raises(ValueError, match=f"broken on the {failing}'s side"):
         rebuild(warehouse, [APPS[0]])
 

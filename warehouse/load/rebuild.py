@@ -51,7 +51,14 @@ from warehouse.load.fact import counters_complete, merge_fact
 from warehouse.load.raw import insert_raw_versions, insert_rejects
 from warehouse.load.replay import FROM_RAW, FROM_REJECT, ReplayReader
 from warehouse.load.result import DEFAULT_SETTLE, LoadResult, SettlePolicy
-from warehouse.load.stage import prepare_stage, stage, stage_copy, stage_row, tune_merge_transaction
+from warehouse.load.stage import (
+    prepare_stage,
+    stage,
+    stage_copy,
+    stage_row,
+    stored_version_row,
+    tune_merge_transaction,
+)
 from warehouse.models import (
     COUNTER_COLUMNS,
     CounterRegression,
@@ -369,15 +376,19 @@ def _copy_step(
     for batch in records:
         with stage_copy(conn) as copy:
             for ord_, campaign_id, source, stored_hash, extracted_at, start, end, payload, payload_text in batch:
-                stored = payload if payload is not None else payload_text or "null"
-                record: Any = parse_json_body(stored.encode())
-                if record is None and stored.strip() != "null" and source == FROM_REJECT:
+                stored = (payload if payload is not None else payload_text or "null").encode()
+                record: Any = parse_json_body(stored)
+                if record is None and stored.strip() != b"null" and source == FROM_REJECT:
                     # Text no JSON parser here reads: nothing to re-examine; the reject stays as it is.
                     result.records += 1
                     result.rejected += 1
                     continue
-                window = _ANY_TIME if source == FROM_RAW else Window(start, end)
-                row, rejection = stage_row(ord_, True, record, window, extracted_at)
+                if source == FROM_RAW:
+                    row, rejection = stored_version_row(
+                        ord_, record, stored, stored_hash, campaign_id, _ANY_TIME, extracted_at
+                    )
+                else:
+                    row, rejection = stage_row(ord_, True, record, Window(start, end), extracted_at)
                 result.records += 1
                 if rejection is not None:
                     result.rejected += 1

@@ -29,6 +29,7 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.dialects.postgresql import ARRAY, JSON, TIMESTAMP
 
 from cinnox import Channel, Page, Window, parse_send_time
+from cinnox._parse import WellFormedFields
 from warehouse.load.result import LoadResult
 from warehouse.normalize import (
     MAX_FIELD_NAME_LENGTH,
@@ -37,6 +38,7 @@ from warehouse.normalize import (
     is_storable_text,
     stage_record,
     well_formed_record,
+    well_formed_version,
 )
 
 # The stage is a temporary table private to the loading transaction: concurrent loads never
@@ -237,14 +239,42 @@ def stage_row(
     fast = well_formed_record(record, window)
     if fast is not None:
         payload, payload_hash, values = fast
-        sent_at = values[1]
-        # campaign_row's columns, from the values as they are.
-        return (seq, final, values[0], extracted_at, payload, None, None, payload_hash, sent_at, sent_at.date(),
-                _CHANNEL_TEXT[values[2]], *values[3:]), None  # fmt: skip
+        return _well_formed_row(seq, final, values, extracted_at, payload, payload_hash), None
     staged = stage_record(record, window, extracted_at)
     if isinstance(staged, Rejection):
         return rejection_row(seq, final, staged), staged
     return campaign_row(seq, final, staged), None
+
+
+def stored_version_row(
+    seq: int,
+    record: object,
+    stored: bytes,
+    stored_hash: bytes,
+    campaign_id: str | None,
+    window: Window,
+    extracted_at: datetime,
+) -> tuple[tuple[object, ...], Rejection | None]:
+    """`stage_row` for a version cinnox_raw keeps as `stored` (its JSON text) under `stored_hash`,
+    read by a rebuild. A record that passes the fast path's checks keeps that text and hash as
+    they are, neither encoded nor hashed again, and is staged without its JSON where today's
+    rules read the id raw keeps it under: raw holds it, so no insert reads it from the stage.
+    Any other record takes `stage_row`'s path."""
+    if type(record) is dict:
+        values = well_formed_version(record, stored, window)
+        if values is not None:
+            payload = None if values[0] == campaign_id else stored.decode()
+            return _well_formed_row(seq, True, values, extracted_at, payload, stored_hash), None
+    return stage_row(seq, True, record, window, extracted_at)
+
+
+def _well_formed_row(
+    seq: int, final: bool, values: WellFormedFields, extracted_at: datetime, payload: str | None, payload_hash: bytes
+) -> tuple[object, ...]:
+    """campaign_row's columns, from the fast path's field values as they are."""
+    sent_at = values[1]
+    return (seq, final, values[0], extracted_at, payload, None, None, payload_hash, sent_at, sent_at.date(),
+            _CHANNEL_TEXT[values[2]], *values[3:])  # fmt: skip
 
 
 @contextmanager
