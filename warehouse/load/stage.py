@@ -29,7 +29,6 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.dialects.postgresql import ARRAY, JSON, TIMESTAMP
 
 from cinnox import Channel, Page, Window, parse_send_time
-from cinnox._parse import WellFormedFields
 from warehouse.load.result import LoadResult
 from warehouse.normalize import (
     MAX_FIELD_NAME_LENGTH,
@@ -239,7 +238,11 @@ def stage_row(
     fast = well_formed_record(record, window)
     if fast is not None:
         payload, payload_hash, values = fast
-        return _well_formed_row(seq, final, values, extracted_at, payload, payload_hash), None
+        sent_at = values[1]
+        # campaign_row's columns, from the values as they are; built here, not by a helper
+        # (a call is 2-3% of this path, the load's per record).
+        return (seq, final, values[0], extracted_at, payload, None, None, payload_hash, sent_at, sent_at.date(),
+                _CHANNEL_TEXT[values[2]], *values[3:]), None  # fmt: skip
     staged = stage_record(record, window, extracted_at)
     if isinstance(staged, Rejection):
         return rejection_row(seq, final, staged), staged
@@ -263,18 +266,12 @@ def stored_version_row(
     if type(record) is dict:
         values = well_formed_version(record, stored, window)
         if values is not None:
+            sent_at = values[1]
             payload = None if values[0] == campaign_id else stored.decode()
-            return _well_formed_row(seq, True, values, extracted_at, payload, stored_hash), None
+            # stage_row's fast-path row, with the stored hash.
+            return (seq, True, values[0], extracted_at, payload, None, None, stored_hash, sent_at, sent_at.date(),
+                    _CHANNEL_TEXT[values[2]], *values[3:]), None  # fmt: skip
     return stage_row(seq, True, record, window, extracted_at)
-
-
-def _well_formed_row(
-    seq: int, final: bool, values: WellFormedFields, extracted_at: datetime, payload: str | None, payload_hash: bytes
-) -> tuple[object, ...]:
-    """campaign_row's columns, from the fast path's field values as they are."""
-    sent_at = values[1]
-    return (seq, final, values[0], extracted_at, payload, None, None, payload_hash, sent_at, sent_at.date(),
-            _CHANNEL_TEXT[values[2]], *values[3:])  # fmt: skip
 
 
 @contextmanager
