@@ -6,6 +6,13 @@ Run by `python -m bench` in a subprocess of its own. The warehouse is built by a
 the synthetic records (streamed, as the --memory run of bench.load); the rebuild of it is timed,
 its rows written counted, and the process's peak RSS read before the COPY baseline, whose
 flattened rows are held in memory, runs last (the median of COPY_SAMPLES runs).
+
+Then the rebuild's two halves alone, each the least its kind of work costs, against the same
+COPY: the replay with nothing written (the order planned, every stored record read and put
+through today's rules; Python, with the plan and the reading on PostgreSQL's side), and the
+writes with no replay (the rebuilt fact and history copied into fresh tables, their indexes
+built once, as a rebuild into fresh tables and a swap would at best). A rebuild does both, on
+the same two cores.
 """
 
 from __future__ import annotations
@@ -15,15 +22,17 @@ import statistics
 import time
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import Column, Engine, MetaData, PrimaryKeyConstraint, Table, UniqueConstraint, func, select
+from sqlalchemy.schema import AddConstraint, CreateIndex
 
 from bench.common import Figure, current_xid, emit, fresh_database, peak_rss_mb, quiesce, rows_written_since
 from bench.load import APP, COPY_SAMPLES, WINDOW, copy_baseline_seconds, flatten, pages, synthetic_records
 from warehouse.db import create_warehouse_engine
 from warehouse.load import load_sent_campaigns
-from warehouse.load.rebuild import rebuild
+from warehouse.load.rebuild import RebuildResult, rebuild, replay_rows
+from warehouse.load.replay import ReplayReader
 from warehouse.migrate import upgrade_to_head
-from warehouse.models import FactSentCampaign
+from warehouse.models import NAMING_CONVENTION, FactSentCampaign, FactSentCampaignSnapshot, table_of
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -49,6 +58,10 @@ def main(argv: list[str] | None = None) -> int:
     with engine.connect() as conn:
         facts = conn.scalar(select(func.count()).select_from(FactSentCampaign))
     assert facts == n, facts
+    quiesce(url)
+    replay_seconds, replay_cpu = replay_alone(engine)
+    quiesce(url)
+    writes_seconds = writes_alone(engine)
     engine.dispose()
 
     rows: list[tuple[Any, ...]] = [flatten(record) for record in synthetic_records(n)]
@@ -64,6 +77,11 @@ def main(argv: list[str] | None = None) -> int:
         Figure(f"rebuild from raw, {n:,} campaigns (dims, fact, history, rejects)", rate, "rows/s",
                "COPY into logged table with PK", copy_rate, rate / copy_rate, sum(written.values()), ">= 0.25"),
         Figure("peak RSS, first load + rebuild", rss, "MB", "", 0.0, 0.0),
+        Figure("rebuild's replay alone: order, read, today's rules; nothing written", n / replay_seconds, "rows/s",
+               "COPY into logged table with PK", copy_rate, n / replay_seconds / copy_rate, 0),
+        Figure("rebuild's writes alone: fact and history into fresh tables, indexes built once",
+               n / writes_seconds, "rows/s", "COPY into logged table with PK", copy_rate,
+               n / writes_seconds / copy_rate, 2 * n),
     ]  # fmt: skip
     emit(
         {
@@ -75,9 +93,52 @@ def main(argv: list[str] | None = None) -> int:
             "copy_rates": copy_rates,
             "written": written,
             "peak_rss_mb": rss,
+            "replay_alone_seconds": replay_seconds,
+            "replay_alone_cpu_seconds": replay_cpu,
+            "writes_alone_seconds": writes_seconds,
         }
     )
     return 0
+
+
+def replay_alone(engine: Engine) -> tuple[float, float]:
+    """The rebuild's replay with nothing staged or written: wall seconds, and this process's CPU
+    seconds (its threads' too: the reader's fetches)."""
+    began, cpu = time.perf_counter(), time.process_time()
+    with ReplayReader(engine, APP) as replay:
+        for step in range(1, len(replay.step_sizes()) + 1):
+            for batch in replay.batches(step):
+                for _ in replay_rows(batch, RebuildResult(APP), []):
+                    pass
+    return time.perf_counter() - began, time.process_time() - cpu
+
+
+def writes_alone(engine: Engine) -> float:
+    """PostgreSQL writing the rebuilt fact and history with no replay: each copied into a fresh
+    logged table, then given the model's keys and indexes, built once; seconds, one transaction.
+    The copies are dropped afterwards."""
+    keyed, bare = MetaData(naming_convention=NAMING_CONVENTION), MetaData()
+    tables = []
+    began = time.perf_counter()
+    with engine.begin() as conn:
+        for model in (FactSentCampaign, FactSentCampaignSnapshot):
+            source = table_of(model)
+            copy = source.to_metadata(keyed, schema="public", name=f"bench_alone_{source.name}")
+            # The same table with its columns alone: filled first, keyed and indexed after.
+            heap = Table(copy.name, bare, *(Column(c.name, c.type) for c in source.columns), schema="public")
+            heap.create(conn)
+            tables.append(heap)
+            conn.execute(heap.insert().from_select([c.name for c in source.columns], select(source)))
+            for constraint in copy.constraints:
+                if isinstance(constraint, PrimaryKeyConstraint | UniqueConstraint):
+                    conn.execute(AddConstraint(constraint))
+            for index in copy.indexes:
+                conn.execute(CreateIndex(index))
+    seconds = time.perf_counter() - began
+    with engine.begin() as conn:
+        for copy in tables:
+            copy.drop(conn)
+    return seconds
 
 
 if __name__ == "__main__":

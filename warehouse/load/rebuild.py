@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -375,39 +375,47 @@ def _copy_step(
     count = 0
     for batch in records:
         with stage_copy(conn) as copy:
-            for ord_, campaign_id, source, stored_hash, extracted_at, start, end, payload, payload_text in batch:
-                stored = (payload if payload is not None else payload_text or "null").encode()
-                record: Any = parse_json_body(stored)
-                if record is None and stored.strip() != b"null" and source == FROM_REJECT:
-                    # Text no JSON parser here reads: nothing to re-examine; the reject stays as it is.
-                    result.records += 1
-                    result.rejected += 1
-                    continue
-                if source == FROM_RAW:
-                    row, rejection = stored_version_row(
-                        ord_, record, stored, stored_hash, campaign_id, _ANY_TIME, extracted_at
-                    )
-                else:
-                    row, rejection = stage_row(ord_, True, record, Window(start, end), extracted_at)
-                result.records += 1
-                if rejection is not None:
-                    result.rejected += 1
-                    if source == FROM_REJECT:
-                        # The same record: keyed by its stored hash, so its row is kept.
-                        row = (*row[:7], stored_hash, *row[8:])
-                    copy.write_row(row)
-                    continue
-                result.valid += 1
-                # Today's rules may read an id another record of the step has (a reject kept
-                # without one, an id read differently).
-                distinct = distinct and row[2] == campaign_id
-                if source == FROM_REJECT:
-                    result.now_loaded += 1
-                    now_loaded.append(stored_hash)
+            for row, kept_id in replay_rows(batch, result, now_loaded):
+                distinct = distinct and kept_id
                 copy.write_row(row)
         count += len(batch)
         staged(count)
     return distinct
+
+
+def replay_rows(
+    batch: Iterable[Sequence[Any]], result: RebuildResult, now_loaded: list[bytes]
+) -> Iterator[tuple[tuple[Any, ...], bool]]:
+    """Stored records (rows of `ReplayReader.batches`) through today's rules: each one's stage
+    row, and whether it kept the id the replay order gave it (a rejected one does). Counts them
+    in `result`; the hashes of stored rejects that load now go to `now_loaded`."""
+    for ord_, campaign_id, source, stored_hash, extracted_at, start, end, payload, payload_text in batch:
+        stored = (payload if payload is not None else payload_text or "null").encode()
+        record: Any = parse_json_body(stored)
+        if record is None and stored.strip() != b"null" and source == FROM_REJECT:
+            # Text no JSON parser here reads: nothing to re-examine; the reject stays as it is.
+            result.records += 1
+            result.rejected += 1
+            continue
+        if source == FROM_RAW:
+            row, rejection = stored_version_row(ord_, record, stored, stored_hash, campaign_id, _ANY_TIME, extracted_at)
+        else:
+            row, rejection = stage_row(ord_, True, record, Window(start, end), extracted_at)
+        result.records += 1
+        if rejection is not None:
+            result.rejected += 1
+            if source == FROM_REJECT:
+                # The same record: keyed by its stored hash, so its row is kept.
+                row = (*row[:7], stored_hash, *row[8:])
+            yield row, True
+            continue
+        result.valid += 1
+        if source == FROM_REJECT:
+            result.now_loaded += 1
+            now_loaded.append(stored_hash)
+        # Today's rules may read an id another record of the step has (a reject kept without
+        # one, an id read differently).
+        yield row, row[2] == campaign_id
 
 
 class _Progress:
@@ -548,4 +556,5 @@ __all__ = [
     "raw_app_ids",
     "rebuild",
     "rebuild_app",
+    "replay_rows",
 ]
