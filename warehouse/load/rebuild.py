@@ -390,18 +390,17 @@ def replay_rows(
     row, and whether it kept the id the replay order gave it (a rejected one does). Counts them
     in `result`; the hashes of stored rejects that load now go to `now_loaded`."""
     for ord_, campaign_id, source, stored_hash, extracted_at, start, end, payload, payload_text in batch:
+        result.records += 1
         stored = (payload if payload is not None else payload_text or "null").encode()
         record: Any = parse_json_body(stored)
         if record is None and stored.strip() != b"null" and source == FROM_REJECT:
             # Text no JSON parser here reads: nothing to re-examine; the reject stays as it is.
-            result.records += 1
             result.rejected += 1
             continue
         if source == FROM_RAW:
             row, rejection = stored_version_row(ord_, record, stored, stored_hash, campaign_id, _ANY_TIME, extracted_at)
         else:
             row, rejection = stage_row(ord_, True, record, Window(start, end), extracted_at)
-        result.records += 1
         if rejection is not None:
             result.rejected += 1
             if source == FROM_REJECT:
